@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['DEVICE_ENV', 'get_device', 'seed_everything', 'make_generator', 'expand_like', 'image_grid', 'show_images',
-           'show_points', 'show_point_sets']
+           'show_points', 'show_point_sets', 'save_checkpoint', 'load_checkpoint']
 
-# %% ../nbs/00_core.ipynb #ca791ac2
+# %% ../nbs/00_core.ipynb #da1de5e7
 import math, os, random
 from collections.abc import Mapping
 
@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-# %% ../nbs/00_core.ipynb #00138052
+# %% ../nbs/00_core.ipynb #7a9a83dc
 DEVICE_ENV = 'DIFFUSION_NB_DEVICE'
 
 def _available(kind: str) -> bool:
@@ -36,7 +36,7 @@ def get_device(device: str | torch.device | None = None, # explicit choice ('cpu
         raise ValueError(f"device: {choice!r} was requested but is not available on this machine")
     return dev
 
-# %% ../nbs/00_core.ipynb #f5d63f35
+# %% ../nbs/00_core.ipynb #e2aa02ed
 def _check_seed(seed):
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
@@ -54,7 +54,7 @@ def make_generator(seed: int, # non-negative integer seed
     _check_seed(seed)
     return torch.Generator(device=get_device(device)).manual_seed(int(seed))
 
-# %% ../nbs/00_core.ipynb #895afdac
+# %% ../nbs/00_core.ipynb #5e0540f8
 def expand_like(v: torch.Tensor | float, # per-example coefficient of shape `(B,)`, or a scalar
                 x: torch.Tensor, # the batch it multiplies, shape `(B, ...)`
                ) -> torch.Tensor:
@@ -66,7 +66,7 @@ def expand_like(v: torch.Tensor | float, # per-example coefficient of shape `(B,
                          f"got shape {tuple(v.shape)}")
     return v.reshape(-1, *([1] * (x.ndim - 1)))
 
-# %% ../nbs/00_core.ipynb #3f653434
+# %% ../nbs/00_core.ipynb #a9503237
 def image_grid(x: torch.Tensor, # images in [-1, 1], shape (B, C, H, W) with C in {1, 3}
                nrow: int | None = None, # tiles per row; default: about square
                pad: int = 1, # pixels of border between tiles
@@ -98,7 +98,7 @@ def show_images(x: torch.Tensor, # images in [-1, 1], shape (B, C, H, W)
     if title: ax.set_title(title)
     return ax
 
-# %% ../nbs/00_core.ipynb #b7c9039c
+# %% ../nbs/00_core.ipynb #c5c27461
 def show_points(x: torch.Tensor, # points of shape (N, 2)
                 ax: plt.Axes | None = None, # draw here; default: a new figure
                 title: str | None = None, # axis title
@@ -128,3 +128,29 @@ def show_point_sets(sets: Mapping[str, torch.Tensor], # title -> points of shape
     for ax, (title, pts) in zip(axs[0], sets.items()): show_points(pts, ax=ax, title=title, lim=lim, **kwargs)
     fig.tight_layout()
     return axs[0]
+
+# %% ../nbs/00_core.ipynb #6c9592e3
+def save_checkpoint(obj: dict, # plain dict of tensors, numbers, strings, lists and dicts
+                    path: str | os.PathLike, # destination; its folder is created if needed
+                   ) -> None:
+    "Write `obj` to `path` atomically (temporary file in the same folder, then rename)."
+    if not isinstance(obj, dict): raise TypeError(f"obj: expected a dict, got {type(obj).__name__}")
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp): os.remove(tmp)
+
+def load_checkpoint(path: str | os.PathLike, # a file written by `save_checkpoint`
+                    map_location: str | torch.device | None = 'cpu', # where tensors are loaded
+                   ) -> dict:
+    "Load a checkpoint safely (`weights_only=True`); a missing, corrupt or foreign file raises a clear error."
+    path = os.fspath(path)
+    if not os.path.isfile(path): raise FileNotFoundError(f"path: no checkpoint file at {path!r}")
+    try: obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e: raise ValueError(f"path: {path!r} is not a readable checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(obj, dict): raise ValueError(f"path: {path!r} holds a {type(obj).__name__}, not a checkpoint dict")
+    return obj
