@@ -7,7 +7,7 @@ __all__ = ['TOY_DATASETS', 'DIGIT_FONTS', 'DATASETS', 'DATA_ENV', 'GaussianMixtu
            'sliced_wasserstein', 'noise_floor', 'mixture_report', 'bytes_to_unit', 'make_digits', 'dataset_info',
            'data_root', 'load_dataset', 'make_loader']
 
-# %% ../nbs/01_data.ipynb #58e36d87
+# %% ../nbs/01_data.ipynb #3f1dcce4
 import math
 
 import numpy as np
@@ -16,7 +16,7 @@ from fastcore.basics import patch
 
 from .core import make_generator, expand_like
 
-# %% ../nbs/01_data.ipynb #fa7f62f7
+# %% ../nbs/01_data.ipynb #d08a390d
 def _log_joint(x, log_w, means, variances):
     "log pi_k + log N(x; mu_k, diag variances_k) for every row of `x` and every component: shape (N, K)."
     if means.ndim == 2:  # one mixture for all rows: expand the square into matrix products, no (N, K, D) tensor
@@ -31,7 +31,7 @@ def _responsibilities(x, log_w, means, variances):
     lj = _log_joint(x, log_w, means, variances)
     return (lj - lj.logsumexp(1, keepdim=True)).exp()
 
-# %% ../nbs/01_data.ipynb #7755622c
+# %% ../nbs/01_data.ipynb #0c73cfe2
 def _as_float64(v, name):
     try: t = torch.as_tensor(v, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as e: raise ValueError(f"{name}: expected numbers, got {v!r}") from e
@@ -85,7 +85,7 @@ class GaussianMixture:
         x64 = self._check_x(x)
         return _log_joint(x64, *self._params(x64)).logsumexp(1).to(x.dtype)
 
-# %% ../nbs/01_data.ipynb #364a84b2
+# %% ../nbs/01_data.ipynb #163c8bcb
 @patch
 def responsibilities(self: GaussianMixture,
                      x: torch.Tensor, # points, shape (N, D)
@@ -94,7 +94,7 @@ def responsibilities(self: GaussianMixture,
     x64 = self._check_x(x)
     return _responsibilities(x64, *self._params(x64)).to(x.dtype)
 
-# %% ../nbs/01_data.ipynb #fa6d7b1a
+# %% ../nbs/01_data.ipynb #8b437521
 def _mixture_score(x, log_w, means, variances):
     "sum_k r_k(x) (mu_k - x) / sigma_k^2 for a diagonal Gaussian mixture: shape (N, D)."
     r = _responsibilities(x, log_w, means, variances)                        # (N, K)
@@ -109,7 +109,7 @@ def score(self: GaussianMixture,
     x64 = self._check_x(x)
     return _mixture_score(x64, *self._params(x64)).to(x.dtype)
 
-# %% ../nbs/01_data.ipynb #e168347f
+# %% ../nbs/01_data.ipynb #cacdff7e
 def _check_n(n, name='n'):
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"{name}: expected a positive integer, got {n!r}")
@@ -132,7 +132,7 @@ def sample(self: GaussianMixture,
     x = torch.addcmul(self.means.to(dev)[z], self.variances.to(dev).sqrt()[z], eps).float()
     return (x, z) if return_labels else x
 
-# %% ../nbs/01_data.ipynb #baf7a4d1
+# %% ../nbs/01_data.ipynb #13d642f2
 def _check_alpha_bar(alpha_bar, n=None):
     "`alpha_bar` as a float64 tensor, 0-d or (n,), after checking that it lies in (0, 1]."
     try: ab = torch.as_tensor(alpha_bar, dtype=torch.float64)
@@ -153,7 +153,7 @@ def noised(self: GaussianMixture,
     ab = _check_alpha_bar(alpha_bar).item()
     return GaussianMixture(self.weights, math.sqrt(ab) * self.means, ab * self.variances + (1 - ab))
 
-# %% ../nbs/01_data.ipynb #def9c746
+# %% ../nbs/01_data.ipynb #5a40ad84
 @patch
 def _noised_params(self: GaussianMixture, x, alpha_bar):
     "log-weights, noised means and variances for every row of `x` ((K, D), or (N, K, D) if `alpha_bar` is (N,)), and alpha_bar."
@@ -172,7 +172,7 @@ def noised_score(self: GaussianMixture,
     log_w, m_t, v_t, _ = self._noised_params(x, alpha_bar)
     return _mixture_score(x, log_w, m_t, v_t).to(x_t.dtype)
 
-# %% ../nbs/01_data.ipynb #98440a70
+# %% ../nbs/01_data.ipynb #2383855e
 @patch
 def eps_star(self: GaussianMixture,
              x_t: torch.Tensor, # noised points, shape (N, D)
@@ -183,7 +183,7 @@ def eps_star(self: GaussianMixture,
     log_w, m_t, v_t, ab = self._noised_params(x, alpha_bar)
     return (-expand_like(1 - ab, x).sqrt() * _mixture_score(x, log_w, m_t, v_t)).to(x_t.dtype)
 
-# %% ../nbs/01_data.ipynb #8d37e067
+# %% ../nbs/01_data.ipynb #e8b65a7b
 @patch
 def x0_mean(self: GaussianMixture,
             x_t: torch.Tensor, # noised points, shape (N, D)
@@ -198,7 +198,7 @@ def x0_mean(self: GaussianMixture,
     post = mu + a * var / v_t * (x[:, None] - a * mu)                         # (N, K, D): E[x0 | x_t, z=k]
     return (r[..., None] * post).sum(1).to(x_t.dtype)
 
-# %% ../nbs/01_data.ipynb #4f1a7e81
+# %% ../nbs/01_data.ipynb #de51195b
 def ring_mixture(k: int = 8, # number of components
                  radius: float = 2.0, # distance of every component mean from the origin
                  std: float = 0.15, # standard deviation of every component, in every direction
@@ -212,7 +212,7 @@ def ring_mixture(k: int = 8, # number of components
     if weights is None: weights = torch.arange(1, k + 1, dtype=torch.float64) / (k * (k + 1) / 2)
     return GaussianMixture(weights, radius * torch.stack([angle.cos(), angle.sin()], 1), std**2)
 
-# %% ../nbs/01_data.ipynb #bc922665
+# %% ../nbs/01_data.ipynb #c53e56a8
 def _moons(n, generator):
     "Two interlocking half circles with Gaussian noise (std 0.12), centred, within about [-2.6, 2.6] x [-1.6, 1.6]."
     dev = _generator_device(generator)
@@ -221,14 +221,14 @@ def _moons(n, generator):
     arc = torch.where(upper[:, None], torch.stack([t.cos(), t.sin()], 1), torch.stack([1 - t.cos(), 0.5 - t.sin()], 1))
     return 1.5 * (arc - torch.tensor([0.5, 0.25], device=dev)) + 0.12 * torch.randn(n, 2, generator=generator, device=dev)
 
-# %% ../nbs/01_data.ipynb #81bfd96b
+# %% ../nbs/01_data.ipynb #510d57d4
 def _swiss_roll(n, generator):
     "One and a half turns of the spiral t (cos t, sin t) / 6 with Gaussian noise (std 0.1)."
     dev = _generator_device(generator)
     t = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=generator, device=dev))
     return torch.stack([t * t.cos(), t * t.sin()], 1) / 6 + 0.1 * torch.randn(n, 2, generator=generator, device=dev)
 
-# %% ../nbs/01_data.ipynb #9678326e
+# %% ../nbs/01_data.ipynb #8b1cfa6f
 def _checkerboard(n, generator):
     "Uniform on the 8 cells (row + column even) of a 4 x 4 board on [-2, 2]^2."
     dev = _generator_device(generator)
@@ -236,7 +236,7 @@ def _checkerboard(n, generator):
     row = 2 * torch.randint(0, 2, (n,), generator=generator, device=dev) + col % 2      # row + col is even
     return torch.stack([col, row], 1) - 2 + torch.rand(n, 2, generator=generator, device=dev)
 
-# %% ../nbs/01_data.ipynb #4f79e0a8
+# %% ../nbs/01_data.ipynb #71df96c9
 TOY_DATASETS = ('ring', 'moons', 'swiss_roll', 'checkerboard')
 
 def sample_toy(name: str, # one of `TOY_DATASETS`
@@ -249,7 +249,7 @@ def sample_toy(name: str, # one of `TOY_DATASETS`
     if name == 'ring': return ring_mixture().sample(n, generator)
     return {'moons': _moons, 'swiss_roll': _swiss_roll, 'checkerboard': _checkerboard}[name](n, generator).float()
 
-# %% ../nbs/01_data.ipynb #f970ca32
+# %% ../nbs/01_data.ipynb #b325df8a
 def _sort_rows(p):
     "Sort each row. On the CPU NumPy's vectorised sort is several times faster than `torch.sort` for this shape."
     if p.device.type == 'cpu': return torch.from_numpy(np.sort(p.numpy(), axis=-1))
@@ -273,7 +273,7 @@ def sliced_wasserstein(a: torch.Tensor, # points, shape (N, D)
     pa, pb = _sort_rows(theta @ a.T), _sort_rows(theta @ b.T)                  # (P, N), each row sorted
     return (torch.dist(pa, pb) / math.sqrt(pa.numel())).item()              # sqrt of the mean squared difference
 
-# %% ../nbs/01_data.ipynb #65b583c9
+# %% ../nbs/01_data.ipynb #fed90920
 def noise_floor(sample_fn, # sample_fn(n, generator) -> (n, D) points from the reference distribution
                 n: int, # size of each sample set
                 seeds=range(5), # one pair of independent sets per seed (at least 2 seeds)
@@ -290,7 +290,7 @@ def noise_floor(sample_fn, # sample_fn(n, generator) -> (n, D) points from the r
     d = torch.tensor(dists, dtype=torch.float64)
     return d.mean().item(), d.std().item()
 
-# %% ../nbs/01_data.ipynb #2c7cf00f
+# %% ../nbs/01_data.ipynb #ac1da9d3
 _REFERENCE_SEED = 2**31 - 1     # the fresh mixture sample in `mixture_report`; far from the small seeds used elsewhere
 
 def mixture_report(samples: torch.Tensor, # points to judge, shape (N, D)
@@ -317,7 +317,7 @@ def mixture_report(samples: torch.Tensor, # points to judge, shape (N, D)
     return dict(swd=swd, floor=floor, shares=shares, share_err_pp=share_err_pp, width_err=width_err,
                 ok=bool(swd <= floor and share_err_pp <= 1 and width_err <= 0.10))
 
-# %% ../nbs/01_data.ipynb #e180c6b8
+# %% ../nbs/01_data.ipynb #658ca2f1
 import functools, os
 
 import matplotlib
@@ -331,7 +331,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .core import _check_seed
 
-# %% ../nbs/01_data.ipynb #5277f81a
+# %% ../nbs/01_data.ipynb #12b114b5
 def bytes_to_unit(x: torch.Tensor, # pixel values, uint8, any shape
                  ) -> torch.Tensor: # float32 in [-1, 1], the same shape, contiguous
     "Map bytes to the model range: $p \\mapsto p / 127.5 - 1$."
@@ -339,19 +339,19 @@ def bytes_to_unit(x: torch.Tensor, # pixel values, uint8, any shape
         raise ValueError(f"x: expected a uint8 tensor, got {getattr(x, 'dtype', type(x).__name__)}")
     return x.contiguous().float() / 127.5 - 1
 
-# %% ../nbs/01_data.ipynb #bd79bdfe
+# %% ../nbs/01_data.ipynb #639eb545
 DIGIT_FONTS = ('DejaVuSans', 'DejaVuSans-Bold', 'DejaVuSans-Oblique', 'DejaVuSans-BoldOblique',
                'DejaVuSerif', 'DejaVuSerif-Bold', 'DejaVuSerif-Italic', 'DejaVuSerif-BoldItalic',
                'DejaVuSansMono', 'DejaVuSansMono-Bold', 'DejaVuSansMono-Oblique', 'DejaVuSansMono-BoldOblique',
                'STIXGeneral', 'STIXGeneralBol', 'STIXGeneralItalic', 'STIXGeneralBolIta',
                'cmr10', 'cmb10', 'cmss10', 'cmtt10', 'cmti10')    # files <name>.ttf in matplotlib's mpl-data/fonts/ttf
-_TEMPLATE = 56        # template side in pixels: twice the 28 of the images
+_TEMPLATE = 56        # template side in pixels: twice the 28 of the images; glyphs are drawn at twice this
 _BOX = 20 / 28        # a glyph's larger side spans this fraction of the square
 
 def _font_file(name): return os.path.join(matplotlib.get_data_path(), 'fonts', 'ttf', f'{name}.ttf')
 
 def _render_glyphs(fonts=DIGIT_FONTS, # font file names, without '.ttf'
-                   size: int = _TEMPLATE, # side of each square tile in pixels
+                   size: int = 2 * _TEMPLATE, # side of each square tile in pixels
                   ) -> torch.Tensor: # (len(fonts), 10, size, size) float32 ink coverage in [0, 1]
     "Rasterise the digits 0-9 of every font, each centred with its larger side spanning `_BOX` of its tile."
     nf = len(fonts)
@@ -369,7 +369,7 @@ def _render_glyphs(fonts=DIGIT_FONTS, # font file names, without '.ttf'
     ink = torch.from_numpy(np.asarray(canvas.buffer_rgba())[..., 3].copy()).float() / 255   # (nf * size, 10 * size)
     return ink.reshape(nf, size, 10, size).permute(0, 2, 1, 3).contiguous()
 
-# %% ../nbs/01_data.ipynb #c88d3b2b
+# %% ../nbs/01_data.ipynb #80b08519
 def _dilate(x: torch.Tensor, # images (N, C, H, W)
             r: int, # radius in pixels: > 0 dilates, < 0 erodes, 0 leaves x as it is
            ) -> torch.Tensor:
@@ -379,17 +379,18 @@ def _dilate(x: torch.Tensor, # images (N, C, H, W)
     def square_max(z): return F.max_pool2d(F.max_pool2d(z, (1, k), 1, (0, a)), (k, 1), 1, (a, 0))
     return square_max(x) if r > 0 else -square_max(-x)
 
-# %% ../nbs/01_data.ipynb #147ea4d2
-_STROKES = (-1, 0, 1)     # radius of the erosion/dilation applied to each glyph, in template pixels
+# %% ../nbs/01_data.ipynb #be015179
+_STROKES = (-1, 0, 1, 2)  # radius of the erosion (< 0) or dilation (> 0) of each glyph, in pixels of its 112-pixel tile
 
 @functools.lru_cache(maxsize=1)
 def _digit_templates() -> torch.Tensor: # (len(DIGIT_FONTS), 10, len(_STROKES), _TEMPLATE, _TEMPLATE)
     "Every (font, digit, stroke) template, rendered once per process."
-    g = _render_glyphs()
-    flat = g.reshape(-1, 1, _TEMPLATE, _TEMPLATE)
-    return torch.stack([_dilate(flat, r)[:, 0] for r in _STROKES], 1).reshape(*g.shape[:2], len(_STROKES), _TEMPLATE, _TEMPLATE)
+    g = _render_glyphs()                                                       # (F, 10, 112, 112)
+    flat = g.reshape(-1, 1, *g.shape[2:])
+    t = torch.stack([F.avg_pool2d(_dilate(flat, r), 2)[:, 0] for r in _STROKES], 1)  # (F * 10, strokes, 56, 56)
+    return t.reshape(*g.shape[:2], len(_STROKES), _TEMPLATE, _TEMPLATE)
 
-# %% ../nbs/01_data.ipynb #5a09851a
+# %% ../nbs/01_data.ipynb #2d04f475
 def _digit_params(n: int, # number of images
                   generator: torch.Generator, # source of every random choice
                  ) -> tuple: # labels, fonts, strokes (n,) int64; A (n, 2, 2), t (n, 2) float64
@@ -406,7 +407,7 @@ def _digit_params(n: int, # number of images
     t = torch.stack([u(-1.5, 1.5), u(-1.5, 1.5)], -1) * 2 / 28               # pixels -> normalised units
     return labels, fonts, strokes, A, t
 
-# %% ../nbs/01_data.ipynb #5acec19a
+# %% ../nbs/01_data.ipynb #b6e019d8
 def _affine_grid(theta: torch.Tensor, # (N, 2, 3): output point (x, y, 1) -> input point, normalised coordinates
                  size: int, # side of the square output
                 ) -> torch.Tensor: # (N, size, size, 2)
@@ -426,7 +427,7 @@ def _warp(templates: torch.Tensor, # (N, 1, S, S) ink in [0, 1]
     x = F.grid_sample(templates, _affine_grid(theta, 2 * size), mode='bilinear', padding_mode='zeros', align_corners=False)
     return F.avg_pool2d(x, 2)
 
-# %% ../nbs/01_data.ipynb #37fbd900
+# %% ../nbs/01_data.ipynb #307bfe11
 @functools.lru_cache(maxsize=4)
 def _digit_bytes(n, seed, chunk=2048):
     "The images of `make_digits` as uint8 (n, 1, 28, 28), with their labels; cached."
@@ -446,7 +447,7 @@ def make_digits(n: int, # number of images; each digit gets n // 10, the first n
     x, y = _digit_bytes(int(n), int(seed))
     return bytes_to_unit(x), y.clone()
 
-# %% ../nbs/01_data.ipynb #884dc82f
+# %% ../nbs/01_data.ipynb #3a5c8dc6
 DATASETS = ('digits', 'mnist', 'fashion_mnist', 'cifar10')
 DATA_ENV = 'DIFFUSION_NB_DATA'
 _DIGIT_NAMES = tuple('0123456789')
@@ -474,7 +475,7 @@ def data_root(root: str | os.PathLike | None = None, # explicit folder; wins if 
     cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
     return os.path.join(cache, 'diffusion_nb', 'datasets')
 
-# %% ../nbs/01_data.ipynb #c1cadab9
+# %% ../nbs/01_data.ipynb #d057cd41
 def _torchvision_bytes(name, root, train, download):
     "Images (N, C, H, W) uint8 and labels (N,) int64 of a torchvision dataset, read from `root`."
     from torchvision import datasets                                           # imported only when needed
@@ -505,7 +506,7 @@ def load_dataset(name: str, # one of `DATASETS`
         x, y = x[:n], y[:n]
     return bytes_to_unit(x), y
 
-# %% ../nbs/01_data.ipynb #56f53411
+# %% ../nbs/01_data.ipynb #16e9c657
 def make_loader(images: torch.Tensor, # (N, ...), e.g. images (N, C, H, W)
                 labels: torch.Tensor, # (N,) labels
                 batch_size: int, # examples per batch
