@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['timestep_embedding', 'ResidualBlock', 'NoisePredictorMLP', 'simple_loss', 'train_ddpm']
 
-# %% ../nbs/04_ddpm.ipynb #b672fd72
+# %% ../nbs/04_ddpm.ipynb #b33a1292
 import math
 
 import torch
@@ -17,7 +17,7 @@ from fastprogress.fastprogress import progress_bar
 from .core import make_generator
 from .schedules import NoiseSchedule, q_sample
 
-# %% ../nbs/04_ddpm.ipynb #4c484fc6
+# %% ../nbs/04_ddpm.ipynb #fec324ad
 def timestep_embedding(t: torch.Tensor, # (B,) timesteps, integer or float
                        dim: int, # embedding size, even
                        max_period: float = 10_000.0, # P: the slowest frequency is 1/P
@@ -30,7 +30,7 @@ def timestep_embedding(t: torch.Tensor, # (B,) timesteps, integer or float
     args = t.float()[:, None] * freqs[None]  # (B, half)
     return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
 
-# %% ../nbs/04_ddpm.ipynb #9faad373
+# %% ../nbs/04_ddpm.ipynb #aafd8656
 class ResidualBlock(nn.Module):
     "x + W2 SiLU(W1 SiLU(LayerNorm(x) + time/label embedding)): one time-aware residual MLP block."
     def __init__(self, width: int):
@@ -63,8 +63,9 @@ class NoisePredictorMLP(nn.Module):
             raise ValueError(f"x: expected shape (B, {self.dim}), got {tuple(x.shape)}")
         t_unique, index = torch.unique(t, return_inverse=True)  # a sampler's batch shares one t: embed it once
         emb = self.time_mlp(timestep_embedding(t_unique, self.time_dim))[index]  # (B, width)
-        if y is not None:
-            if self.label_emb is None: raise ValueError("y: this model was built without num_classes")
+        if y is not None and self.label_emb is None: raise ValueError("y: this model was built without num_classes")
+        if self.label_emb is not None:
+            if y is None: y = torch.full_like(t, self.num_classes, dtype=torch.long)  # no label: the null label
             if y.min() < 0 or y.max() > self.num_classes:
                 raise ValueError(f"y: expected labels in [0, {self.num_classes}] ({self.num_classes} = null), "
                                  f"got range [{y.min().item()}, {y.max().item()}]")
@@ -73,7 +74,7 @@ class NoisePredictorMLP(nn.Module):
         for block in self.blocks: h = block(h, emb)
         return self.out(h)
 
-# %% ../nbs/04_ddpm.ipynb #929db86a
+# %% ../nbs/04_ddpm.ipynb #bb0a40c2
 def simple_loss(model: nn.Module, # eps-predicting model(x_t, t[, y])
                 schedule: NoiseSchedule,
                 x0: torch.Tensor, # (B, ...) clean data
@@ -89,7 +90,7 @@ def simple_loss(model: nn.Module, # eps-predicting model(x_t, t[, y])
         raise ValueError(f"model: expected an eps prediction of shape {tuple(eps.shape)}, got {tuple(pred.shape)}")
     return F.mse_loss(pred, eps)
 
-# %% ../nbs/04_ddpm.ipynb #97cdc3b4
+# %% ../nbs/04_ddpm.ipynb #758f6d1e
 def train_ddpm(model: nn.Module, # eps-predicting model to train (in place)
                schedule: NoiseSchedule,
                data: torch.Tensor, # (N, ...) training set; moved to the schedule's device
