@@ -6,7 +6,7 @@
 __all__ = ['UNET_CONFIGS', 'group_norm', 'ResBlock', 'Attention', 'Downsample', 'Upsample', 'EmbedSequential', 'UNetConfig',
            'UNet', 'unet_summary']
 
-# %% ../nbs/06_unet.ipynb #5e799e9e
+# %% ../nbs/06_unet.ipynb #5b3ddb11
 from dataclasses import dataclass
 from functools import partial
 
@@ -16,7 +16,7 @@ from torch import nn
 
 from .ddpm import timestep_embedding
 
-# %% ../nbs/06_unet.ipynb #c8aa3203
+# %% ../nbs/06_unet.ipynb #3551e839
 def group_norm(channels: int, # C, the number of channels to normalise
                max_groups: int = 32, # use at most this many groups
               ) -> nn.GroupNorm:
@@ -25,7 +25,7 @@ def group_norm(channels: int, # C, the number of channels to normalise
     if not isinstance(max_groups, int) or max_groups < 1: raise ValueError(f"max_groups: expected a positive integer, got {max_groups!r}")
     return nn.GroupNorm(max(g for g in range(1, min(channels, max_groups) + 1) if channels % g == 0), channels)
 
-# %% ../nbs/06_unet.ipynb #425ecdf2
+# %% ../nbs/06_unet.ipynb #9032c36b
 class ResBlock(nn.Module):
     "skip(x) + conv(drop(SiLU(GN(conv(SiLU(GN(x)))) * (1 + s) + b))) with (s, b) projected from the embedding."
     def __init__(self,
@@ -53,7 +53,7 @@ class ResBlock(nn.Module):
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
-# %% ../nbs/06_unet.ipynb #c87f45b1
+# %% ../nbs/06_unet.ipynb #3d961121
 class Attention(nn.Module):
     "x + proj(multi-head softmax(QK^T / sqrt(d)) V) over the H*W positions of GroupNorm(x): a residual self-attention block."
     def __init__(self,
@@ -79,7 +79,7 @@ class Attention(nn.Module):
         h = F.scaled_dot_product_attention(q, k, v)              # (B, heads, H*W, d)
         return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))
 
-# %% ../nbs/06_unet.ipynb #9193497b
+# %% ../nbs/06_unet.ipynb #4517caba
 class Downsample(nn.Module):
     "Halve H and W with a strided 3x3 convolution."
     def __init__(self, channels: int): # C, kept
@@ -87,7 +87,7 @@ class Downsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.conv(x)  # (B, C, H, W) -> (B, C, H/2, W/2)
 
-# %% ../nbs/06_unet.ipynb #f20ac32e
+# %% ../nbs/06_unet.ipynb #62cc7ad1
 class Upsample(nn.Module):
     "Double H and W: nearest-neighbour upsampling followed by a 3x3 convolution."
     def __init__(self, channels: int): # C, kept
@@ -96,19 +96,20 @@ class Upsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, 2H, 2W)
         return self.conv(F.interpolate(x, scale_factor=2, mode='nearest'))
 
-# %% ../nbs/06_unet.ipynb #828e2f44
+# %% ../nbs/06_unet.ipynb #1e2ab095
 class EmbedSequential(nn.Sequential):
     "An `nn.Sequential` whose `ResBlock`s also receive the time/label embedding."
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         for layer in self: x = layer(x, emb) if isinstance(layer, ResBlock) else layer(x)
         return x
 
-# %% ../nbs/06_unet.ipynb #ef26b1ce
+# %% ../nbs/06_unet.ipynb #3ee80526
 @dataclass(frozen=True)
 class UNetConfig:
     "Shape of a `UNet`; validated on construction."
     in_channels: int = 3                      # image channels C (1 for grey images, 3 for RGB)
-    image_size: int = 32                      # H = W; divisible by 2**(len(channel_mult) - 1)
+    image_size: int = 32                      # H = W; divisible by patch_size * 2**(len(channel_mult) - 1)
+    patch_size: int = 1                       # fold p x p pixel patches into channels first: the network runs at H / p
     base_channels: int = 128                  # model width: channels at full resolution (even); embedding is 4x this
     channel_mult: tuple = (1, 2, 2, 2)        # width multiplier per level; every level after the first halves H and W
     num_res_blocks: int = 2                   # residual blocks per level on the way down (one more on the way up)
@@ -124,15 +125,17 @@ class UNetConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
                 raise ValueError(f"{name}: expected an integer >= {minimum}, got {v!r}")
-        for name in ('in_channels', 'image_size', 'base_channels', 'num_res_blocks', 'num_heads', 'norm_groups'): positive(name)
+        for name in ('in_channels', 'image_size', 'patch_size', 'base_channels', 'num_res_blocks', 'num_heads', 'norm_groups'):
+            positive(name)
         if self.base_channels % 2: raise ValueError(f"base_channels: expected an even number (it sizes the sinusoidal embedding), got {self.base_channels}")
         object.__setattr__(self, 'channel_mult', tuple(self.channel_mult))
         object.__setattr__(self, 'attention_resolutions', tuple(self.attention_resolutions))
         if not self.channel_mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.channel_mult):
             raise ValueError(f"channel_mult: expected a non-empty tuple of positive integers, got {self.channel_mult!r}")
-        f = 2 ** (self.levels - 1)
+        f = self.patch_size * 2 ** (self.levels - 1)
         if self.image_size % f:
-            raise ValueError(f"image_size: expected a multiple of {f} so that {self.levels} levels halve it exactly, got {self.image_size}")
+            raise ValueError(f"image_size: expected a multiple of {f} so that patches of {self.patch_size} and {self.levels} "
+                             f"levels divide it exactly, got {self.image_size}")
         for r in self.attention_resolutions:
             if r not in self.resolutions:
                 raise ValueError(f"attention_resolutions: {r!r} is not one of this network's resolutions {self.resolutions}")
@@ -147,14 +150,16 @@ class UNetConfig:
     @property
     def levels(self) -> int: return len(self.channel_mult)
     @property
-    def resolutions(self) -> tuple: return tuple(self.image_size // 2 ** i for i in range(self.levels))
+    def resolutions(self) -> tuple: return tuple(self.image_size // self.patch_size // 2 ** i for i in range(self.levels))
     @property
     def emb_dim(self) -> int: return 4 * self.base_channels
     @property
     def out_channels(self) -> int: return self.in_channels * (2 if self.learn_variance else 1)
 
-# %% ../nbs/06_unet.ipynb #4783d287
+# %% ../nbs/06_unet.ipynb #6251ce83
 UNET_CONFIGS = {
+    'nano': UNetConfig(in_channels=1, image_size=28, patch_size=2, base_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                       attention_resolutions=(7,), num_heads=4, dropout=0.0, norm_groups=8),
     'tiny': UNetConfig(in_channels=1, image_size=28, base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
                        attention_resolutions=(7,), num_heads=4, dropout=0.1, norm_groups=8),
     'small': UNetConfig(in_channels=3, image_size=32, base_channels=64, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
@@ -163,7 +168,7 @@ UNET_CONFIGS = {
                        attention_resolutions=(16,), num_heads=4, dropout=0.1, norm_groups=32),
 }
 
-# %% ../nbs/06_unet.ipynb #42440206
+# %% ../nbs/06_unet.ipynb #515464bc
 class UNet(nn.Module):
     "eps_theta(x_t, t[, y]): the U-Net of Ho et al. with Nichol & Dhariwal's scale-shift conditioning and learned-variance output."
     def __init__(self, config: UNetConfig): # the network's shape, e.g. `UNET_CONFIGS['tiny']`
@@ -175,8 +180,8 @@ class UNet(nn.Module):
         self.label_emb = nn.Embedding(c.num_classes + 1, E) if c.num_classes else None
         res_block = partial(ResBlock, emb_dim=E, dropout=c.dropout, norm_groups=c.norm_groups)
         attention = partial(Attention, num_heads=c.num_heads, norm_groups=c.norm_groups)
-        ch, res = c.base_channels, c.image_size
-        self.down = nn.ModuleList([EmbedSequential(nn.Conv2d(c.in_channels, ch, 3, padding=1))])
+        ch, res, P = c.base_channels, c.resolutions[0], c.patch_size ** 2
+        self.down = nn.ModuleList([EmbedSequential(nn.Conv2d(c.in_channels * P, ch, 3, padding=1))])
         kept = [ch]                                             # channels of every encoder output, for the skips
         for level, mult in enumerate(c.channel_mult):
             for _ in range(c.num_res_blocks):
@@ -193,7 +198,7 @@ class UNet(nn.Module):
                 if res in c.attention_resolutions: layers.append(attention(ch))
                 if level > 0 and i == c.num_res_blocks: layers.append(Upsample(ch)); res *= 2
                 self.up.append(EmbedSequential(*layers))
-        self.out = nn.Sequential(group_norm(ch, c.norm_groups), nn.SiLU(), nn.Conv2d(ch, c.out_channels, 3, padding=1))
+        self.out = nn.Sequential(group_norm(ch, c.norm_groups), nn.SiLU(), nn.Conv2d(ch, c.out_channels * P, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight); nn.init.zeros_(self.out[-1].bias)
 
     def _check_inputs(self, x, t, y):
@@ -220,22 +225,23 @@ class UNet(nn.Module):
         if self.label_emb is not None:
             emb = emb + self.label_emb(torch.full_like(t, self.config.num_classes, dtype=torch.long) if y is None else y)
         kept = []
-        h = x
+        h = F.pixel_unshuffle(x, self.config.patch_size)                              # (B, C p^2, H / p, W / p)
         for block in self.down:
             h = block(h, emb); kept.append(h)
         h = self.middle(h, emb)
         for block in self.up:
             h = block(torch.cat([h, kept.pop()], dim=1), emb)
-        return self.out(h)
+        return F.pixel_shuffle(self.out(h), self.config.patch_size)                  # (B, out_channels, H, W)
 
-# %% ../nbs/06_unet.ipynb #410001fc
+# %% ../nbs/06_unet.ipynb #7aefcd3a
 def unet_summary(config: UNetConfig, # the network's shape
                 ) -> list[dict]:
     "The blocks of `UNet(config)` in forward order: stage, layers, input/output channels, output resolution, receptive field (None = global)."
     c = config
-    rows, rf, jump, ch, res = [], 3, 1, c.base_channels, c.image_size
+    P = c.patch_size
+    rows, rf, jump, ch, res = [], 3 * P, P, c.base_channels, c.resolutions[0]       # a patch spans P input pixels
     add = lambda stage, layers, cin, cout: rows.append(dict(stage=stage, layers=layers, in_ch=cin, out_ch=cout, res=res, rf=rf))
-    add('down', 'conv', c.in_channels, ch)
+    add('down', 'conv' if P == 1 else 'patches+conv', c.in_channels * P * P, ch)
     kept = [ch]
     for level, mult in enumerate(c.channel_mult):
         for _ in range(c.num_res_blocks):
@@ -254,5 +260,6 @@ def unet_summary(config: UNetConfig, # the network's shape
             layers = 'res' + ('+attn' if res in c.attention_resolutions else '')
             if level > 0 and i == c.num_res_blocks: layers += '+upsample'; res *= 2
             add('up', layers, cin, ch)
-    add('out', 'norm+conv', ch, c.out_channels)
+    add('out', 'norm+conv' if P == 1 else 'norm+conv+unpatch', ch, c.out_channels)
+    rows[-1]['res'] = c.image_size
     return rows
