@@ -6,7 +6,7 @@
 __all__ = ['IMAGE_DEFAULTS', 'POINT_DEFAULTS', 'DEFAULT_CONFIG', 'build_parser', 'train_points', 'train_images', 'sample',
            'benchmark', 'train', 'main']
 
-# %% ../nbs/90_cli.ipynb #b578ee00
+# %% ../nbs/90_cli.ipynb #19ce212d
 import argparse, json, math, os, resource, sys, time
 from dataclasses import replace
 
@@ -24,7 +24,7 @@ from .unet import UNet, UNET_CONFIGS
 from .train import TrainConfig, Trainer, SAMPLERS, generate, load_model
 from .metrics import digits_classifier, train_classifier, conditional_accuracy, confusion_matrix
 
-# %% ../nbs/90_cli.ipynb #f23cdac3
+# %% ../nbs/90_cli.ipynb #7d3d50ff
 def _number(kind, low, strict=True):
     "An argparse type: `kind` (int or float), finite, > low (or >= low if not `strict`)."
     words = {(int, 0, True): 'a positive integer', (int, 0, False): 'a non-negative integer', (float, 0, True): 'a positive number'}
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub); _add_sample(sub); _add_benchmark(sub)
     return p
 
-# %% ../nbs/90_cli.ipynb #ef8ab3c3
+# %% ../nbs/90_cli.ipynb #e4ae1e18
 def _score_points(dataset: str, samples: torch.Tensor, seed: int) -> dict:
     "Sliced distance to fresh data with its noise floor; for the ring, also the oracle's shares and widths."
     if dataset == 'ring':
@@ -160,7 +160,7 @@ def train_points(args: argparse.Namespace, out: str, device: torch.device) -> di
                         f"{args.dataset}: swd {metrics['swd']:.4f} (noise floor {metrics['floor']:.4f})")
     return metrics
 
-# %% ../nbs/90_cli.ipynb #60db969a
+# %% ../nbs/90_cli.ipynb #174f1849
 def _unet_for(dataset: str, config_name: str | None) -> UNet:
     "The named U-Net config, fitted to the dataset's channels, size and classes (an error says why it cannot be)."
     info = dataset_info(dataset)
@@ -189,7 +189,7 @@ def _resume_from(args, out) -> dict | None:
     if not os.path.isfile(path): raise ValueError(f"resume: no checkpoint at {path!r}")
     return load_checkpoint(path)
 
-# %% ../nbs/90_cli.ipynb #30a51eb9
+# %% ../nbs/90_cli.ipynb #9664855a
 def _save_grid(path, images, nrow):
     grid = image_grid(images, nrow=nrow)
     plt.imsave(path, grid[..., 0] if grid.shape[-1] == 1 else grid, cmap='gray', vmin=0, vmax=1)
@@ -236,11 +236,12 @@ def train_images(args: argparse.Namespace, out: str, device: torch.device) -> di
     metrics = dict(_score_images(trainer, classifier, args), train_seconds=round(train_s, 1), steps=trainer.step,
                    steps_this_run=trainer.step - first, final_loss=sum(trainer.losses[-100:]) / len(trainer.losses[-100:]),
                    device=str(device), parameters=sum(p.numel() for p in model.parameters()))
-    _save_grid(os.path.join(out, 'samples.png'), trainer.class_grid(per_class=10, seed=args.seed + 2), nrow=10)
+    grid = trainer.class_grid(per_class=10, sampler=args.sampler, steps=args.sample_steps, seed=args.seed + 2)
+    _save_grid(os.path.join(out, 'samples.png'), grid, nrow=10)
     _save_grid(os.path.join(out, 'denoising.png'), _denoising_strip(trainer, args.sampler, args.sample_steps, args.seed + 3), nrow=11)
     return metrics
 
-# %% ../nbs/90_cli.ipynb #cb10ca6a
+# %% ../nbs/90_cli.ipynb #18558b05
 def _parse_labels(text: str | None, n: int, num_classes: int | None) -> torch.Tensor | None:
     "Labels for n images: the given comma-separated list cycled, or every class in turn; None for an unconditional model."
     if num_classes is None:
@@ -274,7 +275,7 @@ def sample(args: argparse.Namespace) -> str:
         if os.path.exists(tmp): os.remove(tmp)
     return os.path.abspath(args.out)
 
-# %% ../nbs/90_cli.ipynb #cb6fa44a
+# %% ../nbs/90_cli.ipynb #714b9237
 def _peak_reset(device):
     if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)
     elif os.path.exists('/proc/self/clear_refs'):
@@ -337,7 +338,7 @@ def benchmark(args: argparse.Namespace) -> dict:
         print(f"{name:12s}{r['train_images_per_s']:14.1f}{r['sample_evals_per_s']:16.2f}{args.sample_batch:10d}{r['peak_mib']:10.0f}")
     return rows
 
-# %% ../nbs/90_cli.ipynb #a83c1a16
+# %% ../nbs/90_cli.ipynb #9e909827
 def _report(metrics: dict, out: str) -> str:
     if 'conditional_accuracy' in metrics:
         head = (f"conditional accuracy {metrics['conditional_accuracy']:.3f} on {len(metrics['per_class_accuracy'])} "
