@@ -6,7 +6,7 @@
 __all__ = ['IMAGE_DEFAULTS', 'POINT_DEFAULTS', 'DEFAULT_CONFIG', 'build_parser', 'train_points', 'train_images', 'sample',
            'benchmark', 'train', 'main']
 
-# %% ../nbs/90_cli.ipynb #19ce212d
+# %% ../nbs/90_cli.ipynb #094a3a3d
 import argparse, json, math, os, resource, sys, time
 from dataclasses import replace
 
@@ -24,7 +24,7 @@ from .unet import UNet, UNET_CONFIGS
 from .train import TrainConfig, Trainer, SAMPLERS, generate, load_model
 from .metrics import digits_classifier, train_classifier, conditional_accuracy, confusion_matrix
 
-# %% ../nbs/90_cli.ipynb #7d3d50ff
+# %% ../nbs/90_cli.ipynb #687b9134
 def _number(kind, low, strict=True):
     "An argparse type: `kind` (int or float), finite, > low (or >= low if not `strict`)."
     words = {(int, 0, True): 'a positive integer', (int, 0, False): 'a non-negative integer', (float, 0, True): 'a positive number'}
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub); _add_sample(sub); _add_benchmark(sub)
     return p
 
-# %% ../nbs/90_cli.ipynb #e4ae1e18
+# %% ../nbs/90_cli.ipynb #7558edc3
 def _score_points(dataset: str, samples: torch.Tensor, seed: int) -> dict:
     "Sliced distance to fresh data with its noise floor; for the ring, also the oracle's shares and widths."
     if dataset == 'ring':
@@ -160,7 +160,7 @@ def train_points(args: argparse.Namespace, out: str, device: torch.device) -> di
                         f"{args.dataset}: swd {metrics['swd']:.4f} (noise floor {metrics['floor']:.4f})")
     return metrics
 
-# %% ../nbs/90_cli.ipynb #174f1849
+# %% ../nbs/90_cli.ipynb #177db8b9
 def _unet_for(dataset: str, config_name: str | None) -> UNet:
     "The named U-Net config, fitted to the dataset's channels, size and classes (an error says why it cannot be)."
     info = dataset_info(dataset)
@@ -189,7 +189,7 @@ def _resume_from(args, out) -> dict | None:
     if not os.path.isfile(path): raise ValueError(f"resume: no checkpoint at {path!r}")
     return load_checkpoint(path)
 
-# %% ../nbs/90_cli.ipynb #9664855a
+# %% ../nbs/90_cli.ipynb #e34aeec0
 def _save_grid(path, images, nrow):
     grid = image_grid(images, nrow=nrow)
     plt.imsave(path, grid[..., 0] if grid.shape[-1] == 1 else grid, cmap='gray', vmin=0, vmax=1)
@@ -241,7 +241,7 @@ def train_images(args: argparse.Namespace, out: str, device: torch.device) -> di
     _save_grid(os.path.join(out, 'denoising.png'), _denoising_strip(trainer, args.sampler, args.sample_steps, args.seed + 3), nrow=11)
     return metrics
 
-# %% ../nbs/90_cli.ipynb #18558b05
+# %% ../nbs/90_cli.ipynb #563ab992
 def _parse_labels(text: str | None, n: int, num_classes: int | None) -> torch.Tensor | None:
     "Labels for n images: the given comma-separated list cycled, or every class in turn; None for an unconditional model."
     if num_classes is None:
@@ -275,7 +275,7 @@ def sample(args: argparse.Namespace) -> str:
         if os.path.exists(tmp): os.remove(tmp)
     return os.path.abspath(args.out)
 
-# %% ../nbs/90_cli.ipynb #714b9237
+# %% ../nbs/90_cli.ipynb #ef51efbb
 def _peak_reset(device):
     if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)
     elif os.path.exists('/proc/self/clear_refs'):
@@ -302,7 +302,7 @@ def _time_variant(cfg, device, batch, sample_batch, steps, tuned) -> dict:
     schedule = make_schedule('linear').to(device)
     shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
     x0 = torch.randn(batch, *shape, device=device).contiguous(memory_format=layout).clamp(-1, 1)
-    y = torch.randint(0, cfg.num_classes or 1, (batch,), device=device) if cfg.num_classes else None
+    y = torch.randint(0, cfg.num_classes, (batch,), device=device)
     _peak_reset(device)
     def train_step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -314,7 +314,7 @@ def _time_variant(cfg, device, batch, sample_batch, steps, tuned) -> dict:
     _sync(device); train_s = time.perf_counter() - start
     xs = torch.randn(sample_batch, *shape, device=device).contiguous(memory_format=layout)
     t = torch.full((sample_batch,), 500, device=device)
-    ys = None if y is None else torch.zeros(sample_batch, dtype=torch.long, device=device)
+    ys = torch.zeros(sample_batch, dtype=torch.long, device=device)
     model.eval()
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for _ in range(3): fwd(xs, t, ys)
@@ -338,7 +338,7 @@ def benchmark(args: argparse.Namespace) -> dict:
         print(f"{name:12s}{r['train_images_per_s']:14.1f}{r['sample_evals_per_s']:16.2f}{args.sample_batch:10d}{r['peak_mib']:10.0f}")
     return rows
 
-# %% ../nbs/90_cli.ipynb #9e909827
+# %% ../nbs/90_cli.ipynb #17350a63
 def _report(metrics: dict, out: str) -> str:
     if 'conditional_accuracy' in metrics:
         head = (f"conditional accuracy {metrics['conditional_accuracy']:.3f} on {len(metrics['per_class_accuracy'])} "
