@@ -7,7 +7,7 @@ __all__ = ['CHECKPOINT_KIND', 'SAMPLERS', 'TrainConfig', 'lr_factor', 'make_ema'
            'Trainer', 'state_dict', 'load_state_dict', 'save', 'resume', 'fit', 'generate', 'class_grid',
            'write_samples', 'plot_losses', 'load_model']
 
-# %% ../nbs/08_train.ipynb #3863f679
+# %% ../nbs/08_train.ipynb #3d7d6d67
 import math, os, random, signal, threading, time
 from dataclasses import dataclass, asdict, fields
 
@@ -25,7 +25,7 @@ from .ddpm import simple_loss
 from .unet import UNet, UNetConfig, UNET_CONFIGS
 from .samplers import sample_respaced, sample_ddim, sample_dpmpp
 
-# %% ../nbs/08_train.ipynb #d4e06257
+# %% ../nbs/08_train.ipynb #89c2cf5c
 @dataclass(frozen=True)
 class TrainConfig:
     "How to train: optimiser, learning-rate schedule, EMA, precision, logging; validated on construction."
@@ -61,7 +61,7 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v < hi or (name == 'lr' and v == 0):
                 raise ValueError(f"{name}: expected a number in {'(' if name == 'lr' else '['}{lo}, {hi}), got {v!r}")
 
-# %% ../nbs/08_train.ipynb #608c32ed
+# %% ../nbs/08_train.ipynb #0678c474
 def lr_factor(step: int, # 0-based optimisation step
               warmup: int, # warm-up steps w
               steps: int, # length of the run K
@@ -72,14 +72,14 @@ def lr_factor(step: int, # 0-based optimisation step
     if not cosine: return 1.0
     return 0.5 * (1 + math.cos(math.pi * min(step - warmup, steps - warmup) / max(1, steps - warmup)))
 
-# %% ../nbs/08_train.ipynb #03274829
+# %% ../nbs/08_train.ipynb #3483a7d2
 def make_ema(model: nn.Module, # the network being trained
              decay: float, # gamma, the weight of the old average
             ) -> AveragedModel:
     "An exponential moving average of `model`'s weights and buffers (`update_parameters(model)` after every step)."
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
-# %% ../nbs/08_train.ipynb #640cc33e
+# %% ../nbs/08_train.ipynb #4cf489d7
 def rng_state(generator: torch.Generator | None = None, # the trainer's own generator, if any
              ) -> dict:
     "The state of every random-number generator a training step may use, as weights-only-loadable values."
@@ -104,7 +104,7 @@ def set_rng_state(state: dict, # from `rng_state`
         if 'generator' not in state: raise ValueError("state: holds no state for the trainer's generator")
         generator.set_state(state['generator'])
 
-# %% ../nbs/08_train.ipynb #27d9eb16
+# %% ../nbs/08_train.ipynb #39a21d18
 class StopOnInterrupt:
     "Context manager: while active, SIGINT (Ctrl-C) sets `requested` instead of raising; a second SIGINT raises at once."
     def __enter__(self):
@@ -121,7 +121,7 @@ class StopOnInterrupt:
         if self._previous is not None: signal.signal(signal.SIGINT, self._previous)
         return False
 
-# %% ../nbs/08_train.ipynb #eefbe237
+# %% ../nbs/08_train.ipynb #2a3f8120
 CHECKPOINT_KIND = 'diffusion_nb.train/1'
 
 def _num_classes(model):
@@ -146,7 +146,7 @@ def _check_data(images, labels, num_classes):
         raise ValueError(f"labels: expected values in [0, {num_classes}) for a model of {num_classes} classes, "
                          f"got range [{labels.min().item()}, {labels.max().item()}]")
 
-# %% ../nbs/08_train.ipynb #6147cc7a
+# %% ../nbs/08_train.ipynb #ce04504b
 class Trainer:
     "Trains an eps-model: AdamW, warm-up and cosine decay, EMA, clipping, bf16/compile, atomic resumable checkpoints."
     def __init__(self,
@@ -185,7 +185,7 @@ class Trainer:
     def checkpoint_path(self) -> str | None:
         return None if self.out_dir is None else os.path.join(self.out_dir, 'checkpoint.pt')
 
-# %% ../nbs/08_train.ipynb #1decb688
+# %% ../nbs/08_train.ipynb #d8057f0f
 def _train_step(self: Trainer) -> torch.Tensor:
     c, g = self.config, self.generator
     idx = torch.randint(0, self.images.shape[0], (c.batch_size,), device=self.device, generator=g)
@@ -206,7 +206,7 @@ def _train_step(self: Trainer) -> torch.Tensor:
 
 Trainer._train_step = _train_step
 
-# %% ../nbs/08_train.ipynb #d10718a2
+# %% ../nbs/08_train.ipynb #bbe5b729
 def state_dict(self: Trainer) -> dict:
     "Everything needed to continue this run exactly, as plain values."
     return dict(kind=CHECKPOINT_KIND, step=self.step, losses=list(self.losses), model=self.model.state_dict(),
@@ -252,7 +252,7 @@ def resume(self: Trainer, path: str | os.PathLike) -> 'Trainer':
 
 Trainer.state_dict, Trainer.load_state_dict, Trainer.save, Trainer.resume = state_dict, load_state_dict, save, resume
 
-# %% ../nbs/08_train.ipynb #88214a7a
+# %% ../nbs/08_train.ipynb #85bc25f7
 def fit(self: Trainer,
         until: int | None = None, # stop after this step (a pause: the run keeps its length); default `config.steps`
         progress: bool = True, # show a progress bar
@@ -284,7 +284,7 @@ def fit(self: Trainer,
 
 Trainer.fit = fit
 
-# %% ../nbs/08_train.ipynb #2d24b953
+# %% ../nbs/08_train.ipynb #f80befb3
 SAMPLERS = {'ddpm': sample_respaced, 'ddim': sample_ddim, 'dpmpp': sample_dpmpp}
 
 @torch.no_grad()
@@ -313,7 +313,7 @@ def generate(model: nn.Module, # eps-model(x_t, t[, y])
                                      generator=make_generator(seed + i, device)).cpu())
     return torch.cat(out)
 
-# %% ../nbs/08_train.ipynb #53e05d9a
+# %% ../nbs/08_train.ipynb #6f4d370b
 def class_grid(self: Trainer,
                per_class: int = 10, # images per class (a row each)
                sampler: str = 'dpmpp', steps: int = 20, seed: int = 0,
@@ -343,12 +343,12 @@ def plot_losses(self: Trainer, path: str | None = None, # save here (and close),
 
 Trainer.class_grid, Trainer.write_samples, Trainer.plot_losses = class_grid, write_samples, plot_losses
 
-# %% ../nbs/08_train.ipynb #c75b7838
+# %% ../nbs/08_train.ipynb #d62d70ee
 def load_model(path: str | os.PathLike, # a checkpoint written by `Trainer` for a `UNet`
                device: str | torch.device | None = None, # see `get_device`
                ema: bool = True, # the EMA weights, else the last iterate
               ) -> tuple[UNet, NoiseSchedule, dict]:
-    "The trained U-Net (in eval mode), its noise schedule and the checkpoint's metadata."
+    "The trained U-Net (in eval mode), its noise schedule and the checkpoint's metadata (with its step and label dropout)."
     device = get_device(device)
     ckpt = load_checkpoint(path)
     _check_checkpoint(ckpt, where='path')
@@ -356,4 +356,5 @@ def load_model(path: str | os.PathLike, # a checkpoint written by `Trainer` for 
     model = UNet(UNetConfig(**ckpt['model_config']))
     weights = {k.removeprefix('module.'): v for k, v in ckpt['ema'].items() if k.startswith('module.')} if ema else ckpt['model']
     model.load_state_dict(weights)
-    return model.to(device).eval(), NoiseSchedule(ckpt['betas'].double()).to(device), dict(ckpt['meta'], step=ckpt['step'])
+    return model.to(device).eval(), NoiseSchedule(ckpt['betas'].double()).to(device), dict(ckpt['meta'], step=ckpt['step'],
+                                                                                       label_dropout=ckpt['train_config']['label_dropout'])
