@@ -9,7 +9,7 @@ __all__ = ['GUIDANCE_KINDS', 'CLASSIFIER_KIND', 'OracleConditionalEps', 'OracleC
            'NoisyCLIP', 'contrastive_loss', 'train_noisy_clip', 'guided_model', 'save_noisy_classifier',
            'load_noisy_classifier']
 
-# %% ../nbs/10_guidance.ipynb #b489c75b
+# %% ../nbs/10_guidance.ipynb #bdf1a364
 import math, numbers, os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -28,7 +28,7 @@ from .unet import UNet, UNetConfig, group_norm
 from .samplers import _sub_chain, _AtOriginalTimesteps, _start, _steps_to_run
 from .train import lr_factor, _num_classes
 
-# %% ../nbs/10_guidance.ipynb #4a0f8b24
+# %% ../nbs/10_guidance.ipynb #24ff7b2d
 def _check_class_labels(y, n, num_classes, name='y'):
     "Integer labels of shape (n,) in [0, num_classes): real classes, not the null label."
     if y is None: raise ValueError(f"{name}: guidance towards a class needs labels, got None")
@@ -74,7 +74,7 @@ class OracleClassifier(nn.Module):
         ell = self.log_w - 0.5 * ((x_t.double()[:, None] - mean) ** 2 / var + torch.log(2 * math.pi * var)).sum(-1)
         return F.log_softmax(ell, dim=1).to(x_t.dtype)                            # (B, K)
 
-# %% ../nbs/10_guidance.ipynb #3c8a6b08
+# %% ../nbs/10_guidance.ipynb #8b0d18af
 def _check_scale(scale):
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale) or scale < 0:
         raise ValueError(f"scale: expected a finite number >= 0, got {scale!r}")
@@ -116,7 +116,7 @@ class GradientGuidance(nn.Module):
         C = x_t.shape[1]
         return out - shift if out.shape[1] == C else torch.cat([out[:, :C] - shift, out[:, C:]], 1)  # v is left alone
 
-# %% ../nbs/10_guidance.ipynb #5f00a00b
+# %% ../nbs/10_guidance.ipynb #8614d13b
 def classifier_log_prob(classifier: nn.Module, # classifier(x_t, t) -> (B, K) logits; put in evaluation mode here
                        ) -> Callable:
     "`log_prob(x_t, t, y)` = $\\log \\operatorname{softmax} f_\\phi(x_t, t)_y$, for `GradientGuidance`."
@@ -128,7 +128,7 @@ def classifier_log_prob(classifier: nn.Module, # classifier(x_t, t) -> (B, K) lo
         return F.log_softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
     return log_prob
 
-# %% ../nbs/10_guidance.ipynb #6679198f
+# %% ../nbs/10_guidance.ipynb #9421849e
 @torch.no_grad()
 def sample_guided_ancestral(model: nn.Module, # noise predictor model(x_t, t[, y]) trained on `schedule`
                             schedule: NoiseSchedule, # the chain the model was trained on
@@ -158,7 +158,7 @@ def sample_guided_ancestral(model: nn.Module, # noise predictor model(x_t, t[, y
         x = mean + var.sqrt() * torch.randn(shape, generator=generator, device=device) if i > 0 else mean
     return x
 
-# %% ../nbs/10_guidance.ipynb #17714f17
+# %% ../nbs/10_guidance.ipynb #8c4ff0bf
 class ClassifierFreeGuidance(nn.Module):
     "$\\tilde\\epsilon = \\epsilon(x_t, \\varnothing) + s\\,(\\epsilon(x_t, y) - \\epsilon(x_t, \\varnothing))$ in one batched forward pass; a model for every sampler."
     def __init__(self,
@@ -183,7 +183,7 @@ class ClassifierFreeGuidance(nn.Module):
         eps = uncond[:, :C] + s * (cond[:, :C] - uncond[:, :C])
         return torch.cat([eps, cond[:, C:]], 1) if cond.shape[1] > C else eps
 
-# %% ../nbs/10_guidance.ipynb #484e9943
+# %% ../nbs/10_guidance.ipynb #36512186
 class NoisyClassifierMLP(NoisePredictorMLP):
     "$f_\\phi(x_t, t)$: logits of $p_\\phi(y \\mid x_t, t)$ for vector data; the residual MLP of chapter ddpm with a head of K logits."
     def __init__(self,
@@ -226,7 +226,7 @@ class NoisyImageClassifier(nn.Module):
         for block in self.down: h = block(h, emb)
         return self.head(self.middle(h, emb))                                          # (B, K)
 
-# %% ../nbs/10_guidance.ipynb #fb1dcd38
+# %% ../nbs/10_guidance.ipynb #4ee62ea3
 def _check_positive_int(v, name):
     if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{name}: expected a positive integer, got {v!r}")
 
@@ -266,7 +266,7 @@ def train_noisy_classifier(classifier: nn.Module, # classifier(x_t, t) -> (B, K)
     classifier.eval()
     return losses
 
-# %% ../nbs/10_guidance.ipynb #8672534e
+# %% ../nbs/10_guidance.ipynb #41db3025
 def tokenize(captions: Sequence[str], # e.g. ['upper left', 'south']: words separated by spaces
              vocab: Sequence[str], # the known words
             ) -> torch.Tensor: # (B, L) int64 word ids, word i of vocab -> i + 1, 0 pads
@@ -343,7 +343,7 @@ def contrastive_loss(logits: torch.Tensor, # (B, M) similarities L_ij
     caption_side = -(m / m.sum(0, keepdim=True) * F.log_softmax(logits, 0)).sum(0).mean()
     return (image_side + caption_side) / 2
 
-# %% ../nbs/10_guidance.ipynb #4b97ee15
+# %% ../nbs/10_guidance.ipynb #52511670
 def train_noisy_clip(clip: NoisyCLIP, # trained in place
                      schedule: NoiseSchedule, # the forward process of the diffusion model it will guide
                      x0: torch.Tensor, # (N, ...) clean training data
@@ -390,7 +390,7 @@ def train_noisy_clip(clip: NoisyCLIP, # trained in place
     clip.eval()
     return losses
 
-# %% ../nbs/10_guidance.ipynb #b3f15142
+# %% ../nbs/10_guidance.ipynb #f3384f36
 GUIDANCE_KINDS = ('none', 'classifier-free', 'classifier')
 
 def guided_model(model: nn.Module, # noise predictor model(x_t, t[, y])
@@ -414,7 +414,7 @@ def guided_model(model: nn.Module, # noise predictor model(x_t, t[, y])
     if classifier is None: raise ValueError("classifier: classifier guidance needs a noise-aware classifier, got None")
     return GradientGuidance(model, schedule, classifier_log_prob(classifier), scale, label_to_model=conditional and no_null)
 
-# %% ../nbs/10_guidance.ipynb #2d0b824d
+# %% ../nbs/10_guidance.ipynb #ff215f37
 CLASSIFIER_KIND = 'diffusion_nb.guidance/classifier-1'
 
 def save_noisy_classifier(classifier: NoisyImageClassifier, # trained, e.g. by `train_noisy_classifier`
