@@ -45,7 +45,7 @@ _scale = _number(float, 0, strict=False)
 def _add_guidance(group):
     group.add_argument('--guidance', choices=GUIDANCE_KINDS, default='none', help='guidance of the sampler (chapter guidance)')
     group.add_argument('--guidance-scale', type=_scale, default=GUIDANCE_SCALE,
-                       help=f'guidance scale s: 0 ignores the label, 1 conditions, > 1 sharpens (default {GUIDANCE_SCALE})')
+                       help='guidance scale s: 0 ignores the label, 1 conditions, > 1 sharpens')
 
 IMAGE_DEFAULTS = dict(steps=TrainConfig.steps, batch_size=TrainConfig.batch_size, lr=TrainConfig.lr, n_samples=1000)
 GUIDANCE_SCALE = 2.0     # the default --guidance-scale: the FID-best classifier-free scale on the digits (chapter guidance)
@@ -83,7 +83,7 @@ def _add_train(sub):
     g.add_argument('--sample-every', type=_seed, default=0, help='steps between sample grids (0: none)')
     _add_guidance(g)
     g.add_argument('--classifier-steps', type=_positive_int, default=CLASSIFIER_STEPS,
-                   help=f'training steps of the noise-aware classifier for --guidance classifier (default {CLASSIFIER_STEPS})')
+                   help='training steps of the noise-aware classifier for --guidance classifier')
     g.add_argument('--bf16', action='store_true', help='bfloat16 autocast (GPU)')
     g.add_argument('--compile', action='store_true', help='torch.compile the model (GPU)')
     g.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=TrainConfig.channels_last,
