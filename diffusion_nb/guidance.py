@@ -9,7 +9,7 @@ __all__ = ['GUIDANCE_KINDS', 'CLASSIFIER_KIND', 'OracleConditionalEps', 'OracleC
            'NoisyCLIP', 'contrastive_loss', 'train_noisy_clip', 'guided_model', 'save_noisy_classifier',
            'load_noisy_classifier']
 
-# %% ../nbs/10_guidance.ipynb #bdf1a364
+# %% ../nbs/10_guidance.ipynb #56df4606
 import math, numbers, os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -27,6 +27,7 @@ from .ddpm import NoisePredictorMLP, timestep_embedding
 from .unet import UNet, UNetConfig, group_norm
 from .samplers import _sub_chain, _AtOriginalTimesteps, _start, _steps_to_run
 from .train import lr_factor, _num_classes
+from .metrics import _check_positive_int
 
 # %% ../nbs/10_guidance.ipynb #24ff7b2d
 def _check_class_labels(y, n, num_classes, name='y'):
@@ -226,10 +227,7 @@ class NoisyImageClassifier(nn.Module):
         for block in self.down: h = block(h, emb)
         return self.head(self.middle(h, emb))                                          # (B, K)
 
-# %% ../nbs/10_guidance.ipynb #4ee62ea3
-def _check_positive_int(v, name):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-
+# %% ../nbs/10_guidance.ipynb #e0a53816
 def train_noisy_classifier(classifier: nn.Module, # classifier(x_t, t) -> (B, K) logits; trained in place
                            schedule: NoiseSchedule, # the forward process of the diffusion model it will guide
                            x0: torch.Tensor, # (N, ...) clean training data
@@ -343,7 +341,21 @@ def contrastive_loss(logits: torch.Tensor, # (B, M) similarities L_ij
     caption_side = -(m / m.sum(0, keepdim=True) * F.log_softmax(logits, 0)).sum(0).mean()
     return (image_side + caption_side) / 2
 
-# %% ../nbs/10_guidance.ipynb #52511670
+# %% ../nbs/10_guidance.ipynb #43b1a107
+def _random_captions(true: torch.Tensor, # (B, V) bool: the words true of each example
+                     max_words: int, # W: captions have 1..W words
+                     generator: torch.Generator | None,
+                    ) -> tuple[torch.Tensor, torch.Tensor]: # tokens (B, W), match (B images, B captions) bool
+    "One caption per example, of 1..W of its true words in random order, and which captions are true of which examples."
+    B, V = true.shape
+    W = min(max_words, V)
+    keys = torch.rand(true.shape, device=true.device, generator=generator).masked_fill(~true, -1.0)
+    words = keys.argsort(1, descending=True)[:, :W]                                # true words first, in random order
+    n_words = 1 + (torch.rand(B, device=true.device, generator=generator) * true.sum(1).clamp(max=W)).long()
+    keep = torch.arange(W, device=true.device) < n_words[:, None]                   # (B, W)
+    said = torch.zeros_like(true).scatter_(1, words, keep)                         # (B, V): the words of each caption
+    return torch.where(keep, words + 1, 0), ((said.float() @ (~true).float().T) == 0).T   # no false word said
+
 def train_noisy_clip(clip: NoisyCLIP, # trained in place
                      schedule: NoiseSchedule, # the forward process of the diffusion model it will guide
                      x0: torch.Tensor, # (N, ...) clean training data
@@ -371,17 +383,10 @@ def train_noisy_clip(clip: NoisyCLIP, # trained in place
     schedule, x0, attributes = schedule.to(device), x0.to(device), attributes.to(device)
     opt = torch.optim.AdamW(clip.parameters(), lr=lr, weight_decay=0.0)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, min(100, steps // 10), steps, True))
-    g, losses, W = make_generator(seed, device), [], min(max_words, V)
+    g, losses = make_generator(seed, device), []
     for _ in (progress_bar(range(steps), leave=False) if progress else range(steps)):
         idx = torch.randint(0, x0.shape[0], (batch_size,), device=device, generator=g)
-        true = attributes[idx]                                                    # (B, V)
-        keys = torch.rand(true.shape, device=device, generator=g).masked_fill(~true, -1.0)
-        words = keys.argsort(1, descending=True)[:, :W]                             # true words first, in random order
-        n_words = 1 + (torch.rand(batch_size, device=device, generator=g) * true.sum(1).clamp(max=W)).long()
-        keep = torch.arange(W, device=device) < n_words[:, None]                    # (B, W)
-        tokens = torch.where(keep, words + 1, 0)
-        said = torch.zeros_like(true).scatter_(1, words, keep)                      # (B, V): the words of each caption
-        match = ((said.float() @ (~true).float().T) == 0).T                         # (image, caption): no false word said
+        tokens, match = _random_captions(attributes[idx], max_words, g)
         t = torch.randint(0, schedule.T, (batch_size,), device=device, generator=g)
         x_t = q_sample(schedule, x0[idx], t, torch.randn((batch_size, *x0.shape[1:]), device=device, generator=g))
         loss = contrastive_loss(clip.similarity(x_t, t, tokens), match)
