@@ -2,12 +2,13 @@
 
     python .ci/book.py                 # build _book/ (one HTML page a chapter), check every page in headless Chromium
     python .ci/book.py --only 03_posterior --shots   # one chapter, with screenshots in _book/_shots/
+    python .ci/book.py --serve 8000    # build, check, then serve the book on http://127.0.0.1:8000/
 
-The pages come from what nbdev's docs build makes of the notebooks (its processing step, the one `nbdev_docs` and
-the deploy workflow run before Quarto, writes `_proc/`); here nbconvert renders them, with MathJax 2.7 copied from the `jupyter-server-mathjax` package, so
-the book needs no network. Each page is then opened in Chromium (over the DevTools protocol) and checked once
-MathJax has typeset it: no MathJax error, no raw `$` math left, every image loaded, no error or stderr output in a
-cell. One line a page, then a total; the exit status is 1 when any page fails."""
+The pages come from what nbdev's docs build makes of the notebooks: its processing step, the one `nbdev_docs` and
+the deploy workflow run before Quarto, writes `_proc/`. Here nbconvert renders those, with MathJax 2.7 copied from
+the `jupyter-server-mathjax` package, so the book needs no network. Each page is then opened in Chromium (over the
+DevTools protocol) and checked once MathJax has typeset it: no MathJax error, no raw `$` math left, every image
+loaded, no error or stderr output in a cell. One line a page, then a total; the exit status is 1 when a page fails."""
 import argparse, base64, json, os, re, shutil, subprocess, sys, tempfile, time
 from configparser import ConfigParser
 from contextlib import ExitStack
@@ -138,7 +139,8 @@ new Promise(done => {
     const raw = [];
     for (let n = walker.nextNode(); n; n = walker.nextNode()) {
       const p = n.parentElement;
-      if (p && !p.closest(skip) && /\$|\\\(|\\\[|\\begin\{/.test(n.textContent)) raw.push(n.textContent.trim().slice(0, 80));
+      const tex = /\$|\\\(|\\\[|\\begin\{/;
+      if (p && !p.closest(skip) && tex.test(n.textContent)) raw.push(n.textContent.trim().slice(0, 80));
     }
     const imgs = [...document.images];
     done({
