@@ -104,10 +104,10 @@ def nav_bar(pages, titles, current):
 def build(names):
     "Process the notebooks as nbdev's docs build does, then render each chapter to _book/<output-file>."
     cfg = ConfigParser(delimiters=['=']); cfg.read(ROOT / 'settings.ini'); settings = cfg['DEFAULT']
-    # nbdev_proc_nbs would first try to install Quarto (and pip install the project); call its processing step
-    # directly. It reprocesses only notebooks newer than their copy in _proc/.
+    # nbdev_proc_nbs would first try to install Quarto (and pip install the project): call its processing step
+    # directly, forced (its cache compares notebooks with the time of its last run, and misses earlier edits).
     others = r'^[_.]|^(?!(?:' + '|'.join(map(re.escape, names)) + r')\.ipynb$).*\.ipynb$'   # not asked for
-    code = f'from nbdev.serve import proc_nbs; proc_nbs(n_workers=2, skip_file_re={others!r})'
+    code = f'from nbdev.serve import proc_nbs; proc_nbs(n_workers=2, force=True, skip_file_re={others!r})'
     proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)
     if proc.returncode: sys.exit(f'nbdev\'s docs processing failed:\n{proc.stderr[-3000:]}')
     BOOK.mkdir(exist_ok=True)
