@@ -19,46 +19,58 @@ from .core import expand_like
 from .schedules import NoiseSchedule, q_sample
 from .posterior import VARIANCES, mu_tilde, mu_from_eps, learned_log_variance
 
-# %% ../nbs/05_elbo.ipynb #8b9f44c2
+# %% ../nbs/05_elbo.ipynb #3a7f19c6
 def _broadcast(names_tensors):
-    "The common broadcast shape; a ValueError naming the first argument that does not broadcast with those before it."
+    "The common broadcast shape; a ValueError names the first argument that breaks it."
     shape = ()
     for name, x in names_tensors:
         try: shape = torch.broadcast_shapes(shape, x.shape)
         except RuntimeError:
-            raise ValueError(f"{name}: expected a shape that broadcasts with {tuple(shape)}, got {tuple(x.shape)}") from None
+            raise ValueError(f"{name}: expected a shape that broadcasts with {tuple(shape)}, "
+                             f"got {tuple(x.shape)}") from None
     return shape
 
+def _kl_args(**named):
+    "The named arguments as tensors, checked to broadcast together."
+    args = {name: torch.as_tensor(v) for name, v in named.items()}
+    _broadcast(args.items())
+    return args.values()
+
+# %% ../nbs/05_elbo.ipynb #7299eebd
 def gaussian_kl(mean1: torch.Tensor, # mean of the first Gaussian
                 logvar1: torch.Tensor, # its log-variance (broadcasts)
                 mean2: torch.Tensor, # mean of the second Gaussian
                 logvar2: torch.Tensor, # its log-variance (broadcasts)
                ) -> torch.Tensor:
-    "Elementwise KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) in nats, 0.5 (e^d - 1 - d + (mean1 - mean2)^2 e^-logvar2)."
-    args = [(n, torch.as_tensor(v)) for n, v in zip(('mean1', 'logvar1', 'mean2', 'logvar2'), (mean1, logvar1, mean2, logvar2))]
-    _broadcast(args)
-    mean1, logvar1, mean2, logvar2 = (v for _, v in args)
-    d = logvar1 - logvar2
+    "Elementwise KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) in nats."
+    mean1, logvar1, mean2, logvar2 = _kl_args(mean1=mean1, logvar1=logvar1, mean2=mean2, logvar2=logvar2)
+    d = logvar1 - logvar2                                        # log sigma_1^2 - log sigma_2^2
     return 0.5 * (torch.expm1(d) - d + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
-# %% ../nbs/05_elbo.ipynb #a1d8a8d3
+# %% ../nbs/05_elbo.ipynb #04ef2358
+def _check_fixed_variance(variance):
+    if variance not in ('beta', 'beta_tilde'):
+        raise ValueError(f"variance: expected 'beta' or 'beta_tilde' "
+                         f"(a learned variance has no fixed weight), got {variance!r}")
+
+# %% ../nbs/05_elbo.ipynb #363909c7
 def vlb_weights(schedule: NoiseSchedule, # the noise schedule
                 variance: str = 'beta_tilde', # sigma_t^2: 'beta' or 'beta_tilde' (clipped at t = 0)
                ) -> torch.Tensor:
-    "lambda_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t)): the weight of ||eps - eps_theta||^2 in L_{t-1}; float64 (T,)."
-    if variance not in ('beta', 'beta_tilde'):
-        raise ValueError(f"variance: expected 'beta' or 'beta_tilde' (a learned variance has no fixed weight), got {variance!r}")
+    "lambda_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t)), the weight in L_{t-1}; float64 (T,)."
+    _check_fixed_variance(variance)
     b, a = schedule.betas.double(), schedule.alphas.double()
     one_minus_ab = schedule.sqrt_one_minus_alpha_bar.double() ** 2
     log_sigma2 = b.log() if variance == 'beta' else schedule.log_beta_tilde.double()
     return b ** 2 / (2 * log_sigma2.exp() * a * one_minus_ab)
 
-# %% ../nbs/05_elbo.ipynb #70b63ea2
+# %% ../nbs/05_elbo.ipynb #a307a4dc
 def _check_x0(x0, name='x0'):
     if not isinstance(x0, torch.Tensor) or not x0.is_floating_point() or x0.ndim < 2:
         raise ValueError(f"{name}: expected a floating-point tensor of shape (B, ...), got "
                          f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}")
 
+# %% ../nbs/05_elbo.ipynb #c6fb9d91
 def _bits_per_dim(nats):
     "Per-example nats of shape (B, ...) summed over everything but the batch, in bits per dimension: (B,)."
     return nats.flatten(1).sum(1) / (nats[0].numel() * math.log(2))
@@ -68,16 +80,17 @@ def prior_bpd(schedule: NoiseSchedule, # the noise schedule
              ) -> torch.Tensor:
     "L_T = KL(q(x_T|x_0) || N(0, I)) per example, in bits per dimension: (B,)."
     _check_x0(x0)
-    ab = schedule.alpha_bar[-1].to(x0.dtype)
+    ab = schedule.alpha_bar[-1].to(x0.dtype)                       # alpha_bar_T
     zero = x0.new_zeros(())
     return _bits_per_dim(gaussian_kl(ab.sqrt() * x0, torch.log1p(-ab), zero, zero))
 
-# %% ../nbs/05_elbo.ipynb #ef7e4bf8
+# %% ../nbs/05_elbo.ipynb #9cf0a5e9
 def _check_like(x, mean, scale, scale_name):
     "x: float (B, ...); mean: x's shape; scale: broadcasts to x's shape without enlarging it; all finite."
     _check_x0(x, 'x')
     if not isinstance(mean, torch.Tensor) or mean.shape != x.shape:
-        raise ValueError(f"mean: expected x's shape {tuple(x.shape)}, got {tuple(getattr(mean, 'shape', ()))}")
+        raise ValueError(f"mean: expected x's shape {tuple(x.shape)}, "
+                         f"got {tuple(getattr(mean, 'shape', ()))}")
     try: ok = isinstance(scale, torch.Tensor) and torch.broadcast_shapes(scale.shape, x.shape) == x.shape
     except RuntimeError: ok = False
     if not ok:
@@ -86,6 +99,7 @@ def _check_like(x, mean, scale, scale_name):
     if not (torch.isfinite(mean).all() and torch.isfinite(scale).all()):
         raise ValueError(f"mean, {scale_name}: expected finite values, got NaN or infinity")
 
+# %% ../nbs/05_elbo.ipynb #5336a073
 def gaussian_log_likelihood(x: torch.Tensor, # data, (B, ...)
                             mean: torch.Tensor, # decoder mean, x's shape
                             logvar: torch.Tensor, # decoder log-variance, broadcasts to x's shape
@@ -94,71 +108,95 @@ def gaussian_log_likelihood(x: torch.Tensor, # data, (B, ...)
     _check_like(x, mean, logvar, 'logvar')
     return -0.5 * (math.log(2 * math.pi) + logvar + (x - mean) ** 2 * torch.exp(-logvar))
 
-# %% ../nbs/05_elbo.ipynb #9777a041
+# %% ../nbs/05_elbo.ipynb #ad5d7b05
 def _log1mexp(z):
     "log(1 - e^z) for z <= 0, accurate near 0 and for very negative z."
     return torch.where(z > -math.log(2), torch.log(-torch.expm1(z)), torch.log1p(-torch.exp(z)))
 
+# %% ../nbs/05_elbo.ipynb #e615209e
 def _check_8bit(x, name):
     if ((x < -1) | (x > 1)).any():
-        raise ValueError(f"{name}: expected values in [-1, 1], got range [{x.min().item():.4g}, {x.max().item():.4g}]")
+        raise ValueError(f"{name}: expected values in [-1, 1], "
+                         f"got range [{x.min().item():.4g}, {x.max().item():.4g}]")
     k = (x + 1) * 127.5
     if ((k - k.round()).abs() > 1e-3).any():
         raise ValueError(f"{name}: expected 8-bit levels k/127.5 - 1 (k = 0..255), got values between them")
 
+# %% ../nbs/05_elbo.ipynb #891f9ba6
 def discretized_gaussian_log_likelihood(x: torch.Tensor, # 8-bit data in [-1, 1], (B, ...)
                                         mean: torch.Tensor, # decoder mean, x's shape
                                         log_scale: torch.Tensor, # log sigma, broadcasts to x's shape
                                        ) -> torch.Tensor:
-    "log P(x) of an 8-bit level under N(mean, sigma^2) integrated over its bin of width 2/255 (Ho et al. eq. 13), in nats."
+    "log P(x) of an 8-bit level under N(mean, sigma^2), integrated over its bin (Ho et al. eq. 13), in nats."
     _check_like(x, mean, log_scale, 'log_scale')
     _check_8bit(x, 'x')
-    k = ((x.double() + 1) * 127.5).round()                                           # the level, 0..255
+    k = ((x.double() + 1) * 127.5).round()                                     # the level, 0..255
     m64, inv_sigma = mean.double(), torch.exp(-log_scale.double())
-    # edges from the level's index, so neighbouring bins share the very same float edge and tile the line exactly
+    # edges from the level's index: neighbouring bins share the very same float edge and tile the line exactly
     a, b = ((k - 0.5) / 127.5 - 1 - m64) * inv_sigma, ((k + 0.5) / 127.5 - 1 - m64) * inv_sigma
-    lowest, highest = torch.special.log_ndtr(b), torch.special.log_ndtr(-a)             # P(X < b), P(X > a)
-    flip = a + b > 0                                                                  # mostly right of the mean: mirror
+    lowest, highest = torch.special.log_ndtr(b), torch.special.log_ndtr(-a)       # P(X < b), P(X > a)
+    flip = a + b > 0                                                      # mostly right of the mean: mirror
     a, b = torch.where(flip, -b, a), torch.where(flip, -a, b)
     log_b = torch.special.log_ndtr(b)
-    middle = log_b + _log1mexp(torch.special.log_ndtr(a) - log_b)
+    middle = log_b + _log1mexp(torch.special.log_ndtr(a) - log_b)               # log(Phi(b) - Phi(a))
     out = torch.where(k == 0, lowest, torch.where(k == 255, highest, middle))
     return out.to(torch.promote_types(x.dtype, mean.dtype))
 
-# %% ../nbs/05_elbo.ipynb #6394831b
+# %% ../nbs/05_elbo.ipynb #81b53910
 DECODERS = ('discretized', 'gaussian')
 
-def _eps_logvar(model, schedule, x_t, t, y, variance):
-    "One call of `model`: its eps prediction and log sigma_t^2 (log beta_t, clipped log beta_tilde_t, or learned)."
+def _check_variance(variance):
     if variance not in VARIANCES: raise ValueError(f"variance: expected one of {VARIANCES}, got {variance!r}")
-    out = model(x_t, t) if y is None else model(x_t, t, y)
+
+def _check_model_output(out, x_t, variance):
+    "An eps of x_t's shape; for 'learned', eps and v concatenated on dim 1 (twice x_t's channels)."
     if variance == 'learned':
         if out.shape[:1] + out.shape[2:] != x_t.shape[:1] + x_t.shape[2:] or out.shape[1] != 2 * x_t.shape[1]:
-            raise ValueError(f"model: a learned variance needs an output of 2 x {x_t.shape[1]} channels (eps and v), "
-                             f"got shape {tuple(out.shape)}")
-        eps, v = out.chunk(2, dim=1)
-        return eps, learned_log_variance(schedule, t, v)
-    if out.shape != x_t.shape:
-        raise ValueError(f"model: expected an eps prediction of shape {tuple(x_t.shape)}, got {tuple(out.shape)}")
-    return out, expand_like((schedule.betas.log() if variance == 'beta' else schedule.log_beta_tilde)[t].to(x_t.dtype), x_t)
+            raise ValueError(f"model: a learned variance needs an output of 2 x {x_t.shape[1]} channels "
+                             f"(eps and v), got shape {tuple(out.shape)}")
+    elif out.shape != x_t.shape:
+        raise ValueError(f"model: expected an eps prediction of shape {tuple(x_t.shape)}, "
+                         f"got {tuple(out.shape)}")
 
+# %% ../nbs/05_elbo.ipynb #8667f75f
+def _eps_logvar(model, schedule, x_t, t, y, variance):
+    "One call of `model`: its eps and log sigma_t^2 (log beta_t, clipped log beta_tilde_t, or learned)."
+    _check_variance(variance)
+    out = model(x_t, t) if y is None else model(x_t, t, y)
+    _check_model_output(out, x_t, variance)
+    if variance == 'learned':
+        eps, v = out.chunk(2, dim=1)
+        return eps, learned_log_variance(schedule, t, v)   # (1 + v)/2 log beta_t + (1 - v)/2 log beta_tilde_t
+    log_sigma2 = schedule.betas.log() if variance == 'beta' else schedule.log_beta_tilde
+    return out, expand_like(log_sigma2[t].to(x_t.dtype), x_t)
+
+# %% ../nbs/05_elbo.ipynb #770500a4
 def _term_nats(schedule, x0, x_t, t, eps, logvar, decoder):
-    "Per-element nats of L_{t-1} (t >= 1: KL to the posterior) or of -log p(x_0|x_1) (t = 0), from eps and log sigma^2."
-    mean = mu_from_eps(schedule, x_t, t, eps)
+    "Per-element nats of L_{t-1} (t >= 1: KL to the posterior) or of -log p(x_0|x_1) (t = 0)."
+    mean = mu_from_eps(schedule, x_t, t, eps)                                      # mu_theta(x_t, t)
     logvar = logvar.expand_as(x0)
-    out = gaussian_kl(mu_tilde(schedule, x0, x_t, t), expand_like(schedule.log_beta_tilde[t].to(x0.dtype), x0), mean, logvar)
-    first = t == 0
+    log_beta_tilde = expand_like(schedule.log_beta_tilde[t].to(x0.dtype), x0)
+    out = gaussian_kl(mu_tilde(schedule, x0, x_t, t), log_beta_tilde, mean, logvar)  # L_{t-1}
+    first = t == 0                                                                  # L_0, the decoder
     if first.any():
-        ll = (discretized_gaussian_log_likelihood(x0[first], mean[first], 0.5 * logvar[first]) if decoder == 'discretized'
-              else gaussian_log_likelihood(x0[first], mean[first], logvar[first]))
+        ll = (discretized_gaussian_log_likelihood(x0[first], mean[first], 0.5 * logvar[first])
+              if decoder == 'discretized' else gaussian_log_likelihood(x0[first], mean[first], logvar[first]))
         out = out.index_put((first,), -ll.to(out.dtype))
     return out
 
-# %% ../nbs/05_elbo.ipynb #af3ca9b7
+# %% ../nbs/05_elbo.ipynb #b6e1107a
 def _check_decoder(decoder, x0):
     if decoder not in DECODERS: raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
     if decoder == 'discretized': _check_8bit(x0, 'x0')
 
+def _check_batch_t(schedule, t, x0):
+    "The timesteps as `schedule.check_t` returns them, one per example of x0."
+    t = schedule.check_t(t)
+    if t.shape != x0.shape[:1]:
+        raise ValueError(f"t: expected shape ({x0.shape[0]},) to match the batch, got {tuple(t.shape)}")
+    return t
+
+# %% ../nbs/05_elbo.ipynb #9107b4ff
 def vlb_term(model: nn.Module, # model(x_t, t[, y]): eps, or eps and v concatenated on dim 1 for 'learned'
              schedule: NoiseSchedule,
              x0: torch.Tensor, # clean data, (B, ...); 8-bit levels in [-1, 1] for the discretized decoder
@@ -167,24 +205,24 @@ def vlb_term(model: nn.Module, # model(x_t, t[, y]): eps, or eps and v concatena
              variance: str = 'beta_tilde', # the model's sigma_t^2: 'beta', 'beta_tilde' or 'learned'
              y: torch.Tensor | None = None, # optional labels passed to the model
              decoder: str = 'discretized', # L_0: 'discretized' (8-bit data) or 'gaussian' (continuous data)
-             generator: torch.Generator | None = None, # draws eps ~ N(0, I) of x0's shape (one call); on x0's device
+             generator: torch.Generator | None = None, # draws eps ~ N(0, I) of x0's shape; on x0's device
             ) -> torch.Tensor:
-    "L_{t-1} = KL(q(x_{t-1}|x_t,x_0) || p_theta(x_{t-1}|x_t)) at one fresh x_t, or L_0 = -log p_theta(x_0|x_1) where t = 0; bits/dim (B,)."
+    "L_{t-1} = KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) at one fresh x_t, or L_0 where t = 0; bits/dim (B,)."
     _check_x0(x0); _check_decoder(decoder, x0)
-    t = schedule.check_t(t)
-    if t.shape != x0.shape[:1]: raise ValueError(f"t: expected shape ({x0.shape[0]},) to match the batch, got {tuple(t.shape)}")
+    t = _check_batch_t(schedule, t, x0)
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = q_sample(schedule, x0, t, eps)
     eps_hat, logvar = _eps_logvar(model, schedule, x_t, t, y, variance)
     return _bits_per_dim(_term_nats(schedule, x0, x_t, t, eps_hat, logvar, decoder))
 
-# %% ../nbs/05_elbo.ipynb #27a090b3
+# %% ../nbs/05_elbo.ipynb #911fdde4
 class VLB(NamedTuple):
     "The variational bound of a batch, all in bits per dimension: total = terms.sum(1) + prior."
     total: torch.Tensor # (B,) -ELBO of each example
-    terms: torch.Tensor # (B, T): column 0 the decoder term L_0, column t >= 1 the KL term L_t (code timestep t)
+    terms: torch.Tensor # (B, T): column 0 the decoder term L_0, column t >= 1 the KL term L_t (code step t)
     prior: torch.Tensor # (B,) the prior term L_T
 
+# %% ../nbs/05_elbo.ipynb #512c755c
 @torch.no_grad()
 def vlb_terms(model: nn.Module, # model(x_t, t[, y]): eps, or eps and v concatenated on dim 1 for 'learned'
               schedule: NoiseSchedule,
@@ -193,15 +231,16 @@ def vlb_terms(model: nn.Module, # model(x_t, t[, y]): eps, or eps and v concaten
               variance: str = 'beta_tilde', # the model's sigma_t^2: 'beta', 'beta_tilde' or 'learned'
               y: torch.Tensor | None = None, # optional labels passed to the model
               decoder: str = 'discretized', # L_0: 'discretized' (8-bit data) or 'gaussian' (continuous data)
-              generator: torch.Generator | None = None, # draws one eps per example and timestep; on x0's device
+              generator: torch.Generator | None = None, # one eps per example and timestep; on x0's device
               progress: bool = False, # show a progress bar over the T timesteps
              ) -> VLB:
-    "-ELBO = L_T + sum_{t>=2} L_{t-1} + L_0 of every example, with all T terms (one fresh x_t each), in bits/dim."
+    "-ELBO = L_T + sum_{t>=2} L_{t-1} + L_0 of every example, all T terms (one fresh x_t each), in bits/dim."
     _check_x0(x0); _check_decoder(decoder, x0)
-    steps = range(schedule.T)
-    terms = [vlb_term(model, schedule, x0, torch.full((x0.shape[0],), k, device=x0.device), variance=variance, y=y,
-                      decoder=decoder, generator=generator) for k in (progress_bar(steps, leave=False) if progress else steps)]
-    terms, prior = torch.stack(terms, 1), prior_bpd(schedule, x0)
+    steps = progress_bar(range(schedule.T), leave=False) if progress else range(schedule.T)
+    batch_t = lambda k: torch.full((x0.shape[0],), k, device=x0.device)
+    terms = torch.stack([vlb_term(model, schedule, x0, batch_t(k), variance=variance, y=y, decoder=decoder,
+                                  generator=generator) for k in steps], 1)             # (B, T): L_0, L_1, ...
+    prior = prior_bpd(schedule, x0)                                                     # L_T
     return VLB(terms.sum(1) + prior, terms, prior)
 
 # %% ../nbs/05_elbo.ipynb #8b920529
@@ -211,7 +250,7 @@ def vlb_estimate(model: nn.Module, # model(x_t, t[, y]): eps, or eps and v conca
                  *,
                  variance: str = 'beta_tilde', # the model's sigma_t^2: 'beta', 'beta_tilde' or 'learned'
                  y: torch.Tensor | None = None, # optional labels passed to the model
-                 decoder: str = 'discretized', # L_0: 'discretized' (8-bit data) or 'gaussian' (continuous data)
+                 decoder: str = 'discretized', # L_0: 'discretized' (8-bit data) or 'gaussian' (continuous)
                  generator: torch.Generator | None = None, # draws t, then eps; on x0's device
                 ) -> torch.Tensor:
     "Unbiased single-term estimate of -ELBO per example: T L_t at t ~ U{0..T-1}, plus L_T; bits/dim (B,)."
@@ -220,21 +259,24 @@ def vlb_estimate(model: nn.Module, # model(x_t, t[, y]): eps, or eps and v conca
     return schedule.T * vlb_term(model, schedule, x0, t, variance=variance, y=y, decoder=decoder,
                                  generator=generator) + prior_bpd(schedule, x0)
 
-# %% ../nbs/05_elbo.ipynb #d7cc173a
+# %% ../nbs/05_elbo.ipynb #bdb2e051
+def _check_lam(lam):
+    if not lam >= 0: raise ValueError(f"lam: expected a weight >= 0, got {lam!r}")
+
+# %% ../nbs/05_elbo.ipynb #0ca168ff
 def hybrid_loss(model: nn.Module, # model(x_t, t[, y]) -> eps and v concatenated on dim 1
                 schedule: NoiseSchedule,
                 x0: torch.Tensor, # (B, ...) clean data
                 y: torch.Tensor | None = None, # optional labels
                 generator: torch.Generator | None = None, # draws t, then eps; on x0's device
                 lam: float = 0.001, # weight of the bound term
-                decoder: str = 'discretized', # L_0: 'discretized' (8-bit data) or 'gaussian' (continuous data)
+                decoder: str = 'discretized', # L_0: 'discretized' (8-bit data) or 'gaussian' (continuous)
                ) -> torch.Tensor:
-    "L_simple + lam T L_t at t ~ U{0..T-1}, the bound term (bits/dim) seeing eps_theta with its gradient stopped (Nichol & Dhariwal)."
-    _check_x0(x0); _check_decoder(decoder, x0)
-    if not lam >= 0: raise ValueError(f"lam: expected a weight >= 0, got {lam!r}")
+    "L_simple + lam T L_t at t ~ U{0..T-1}; the bound term (bits/dim) sees eps_theta with a stopped gradient."
+    _check_x0(x0); _check_decoder(decoder, x0); _check_lam(lam)
     t = torch.randint(0, schedule.T, (x0.shape[0],), device=x0.device, generator=generator)
     eps = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
     x_t = q_sample(schedule, x0, t, eps)
     eps_hat, logvar = _eps_logvar(model, schedule, x_t, t, y, 'learned')
-    l_vlb = _bits_per_dim(_term_nats(schedule, x0, x_t, t, eps_hat.detach(), logvar, decoder))
+    l_vlb = _bits_per_dim(_term_nats(schedule, x0, x_t, t, eps_hat.detach(), logvar, decoder))  # eps: no grad
     return F.mse_loss(eps_hat, eps) + lam * schedule.T * l_vlb.mean()

@@ -16,58 +16,77 @@ from fastprogress.fastprogress import progress_bar
 from .schedules import NoiseSchedule
 from .posterior import x0_from_eps, eps_from_x0, sample_ddpm
 
-# %% ../nbs/07_samplers.ipynb #c39776c2
+# %% ../nbs/07_samplers.ipynb #2624d414
 SPACINGS = ('trailing', 'linspace')
 
+def _is_int(v): return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+def _check_grid(T, steps, spacing):
+    "`timestep_subsequence`'s arguments: T >= 1 timesteps, 1 <= steps <= T, a known spacing."
+    if not _is_int(T) or T < 1:
+        raise ValueError(f"T: expected an integer number of timesteps >= 1, got {T!r}")
+    if not _is_int(steps) or not 1 <= steps <= T:
+        raise ValueError(f"steps: expected an integer in [1, {T}] (no more sampling steps than the model was "
+                         f"trained with), got {steps!r}")
+    if spacing not in SPACINGS: raise ValueError(f"spacing: expected one of {SPACINGS}, got {spacing!r}")
+
+# %% ../nbs/07_samplers.ipynb #b5ab07b3
 def timestep_subsequence(T: int, # number of timesteps of the trained chain
                          steps: int, # how many to keep, 1 <= steps <= T
-                         spacing: str = 'trailing', # 'trailing' (round(i T/steps) - 1) or 'linspace' (from 0 to T-1)
+                         spacing: str = 'trailing', # 'trailing': round(i T / steps) - 1; 'linspace': 0 to T-1
                         ) -> torch.Tensor:
-    "`steps` evenly spaced code timesteps, strictly increasing and ending at T-1 (long tensor of shape (steps,))."
-    if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 1:
-        raise ValueError(f"T: expected an integer number of timesteps >= 1, got {T!r}")
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= T:
-        raise ValueError(f"steps: expected an integer in [1, {T}] (no more sampling steps than the model was trained "
-                         f"with), got {steps!r}")
-    if spacing not in SPACINGS: raise ValueError(f"spacing: expected one of {SPACINGS}, got {spacing!r}")
+    "`steps` evenly spaced code timesteps, strictly increasing, ending at T-1 (long tensor, shape (steps,))."
+    _check_grid(T, steps, spacing)
     i = torch.arange(steps)
-    if spacing == 'trailing': return (2 * (i + 1) * T + steps) // (2 * steps) - 1      # round((i + 1) T / steps) - 1
+    if spacing == 'trailing':
+        return (2 * (i + 1) * T + steps) // (2 * steps) - 1             # round((i + 1) T / steps) - 1
     if steps == 1: return torch.tensor([T - 1])
-    return (2 * i * (T - 1) + steps - 1) // (2 * (steps - 1))                          # round(i (T - 1) / (steps - 1))
+    return (2 * i * (T - 1) + steps - 1) // (2 * (steps - 1))           # round(i (T - 1) / (steps - 1))
 
-# %% ../nbs/07_samplers.ipynb #43cb12e3
-_STATE_BUFFERS = ('alpha_bar', 'sqrt_alpha_bar', 'sqrt_one_minus_alpha_bar', 'snr')   # functions of alpha_bar at one state
-_STEP_BUFFERS = ('betas', 'alphas', 'beta_tilde', 'log_beta_tilde', 'mu_tilde_coef_x0', 'mu_tilde_coef_xt')  # of a step's two ends
+# %% ../nbs/07_samplers.ipynb #0601bb29
+_STATE_BUFFERS = ('alpha_bar', 'sqrt_alpha_bar', 'sqrt_one_minus_alpha_bar', 'snr')   # functions of one state
+_STEP_BUFFERS = ('betas', 'alphas', 'beta_tilde', 'log_beta_tilde',
+                 'mu_tilde_coef_x0', 'mu_tilde_coef_xt')                               # of a step's two ends
 
 def _check_timesteps(timesteps, T):
     if (not isinstance(timesteps, torch.Tensor) or timesteps.ndim != 1 or timesteps.numel() == 0
             or timesteps.is_floating_point() or timesteps.is_complex() or timesteps.dtype == torch.bool):
-        raise ValueError(f"timesteps: expected a non-empty 1-D integer tensor, got "
-                         f"{tuple(timesteps.shape) if isinstance(timesteps, torch.Tensor) else type(timesteps).__name__}")
+        got = tuple(timesteps.shape) if isinstance(timesteps, torch.Tensor) else type(timesteps).__name__
+        raise ValueError(f"timesteps: expected a non-empty 1-D integer tensor, got {got}")
     if timesteps.min() < 0 or timesteps.max() >= T or (timesteps.diff() <= 0).any():
-        raise ValueError(f"timesteps: expected strictly increasing code timesteps in [0, {T}), got {timesteps.tolist()}")
+        raise ValueError(f"timesteps: expected strictly increasing code timesteps in [0, {T}), "
+                         f"got {timesteps.tolist()}")
 
-@torch.no_grad()
-def respaced_schedule(schedule: NoiseSchedule, # the chain the model was trained on
-                      timesteps: torch.Tensor, # kept code timesteps s_1 < ... < s_K, e.g. from `timestep_subsequence`
-                     ) -> NoiseSchedule:
-    "The K-step chain on `timesteps`: beta'_i = 1 - alpha_bar[s_i] / alpha_bar[s_{i-1}] (Nichol & Dhariwal sec. 4)."
-    _check_timesteps(timesteps, schedule.T)
-    ts = timesteps.to(schedule.betas.device)
-    b = schedule.betas.double()
-    a = torch.where(b < 0.5, 1 - b, schedule.alphas.double())        # each alpha_j from the buffer that holds it exactly
-    log_ab = torch.cat([a.new_zeros(1), a.log().cumsum(0)])          # log alpha_bar; entry j + 1 is code step j, entry 0 the data
-    prev = torch.cat([ts.new_full((1,), -1), ts[:-1]])               # s_{i-1}, with -1 for the data
-    new = NoiseSchedule(-torch.expm1(log_ab[ts + 1] - log_ab[prev + 1])).to(schedule.betas)
-    for name in _STATE_BUFFERS: getattr(new, name).copy_(getattr(schedule, name)[ts])
-    new.alpha_bar_prev[1:] = schedule.alpha_bar[ts[:-1]]
+def _previous(v, first):
+    "The value at each step's previous kept state, (first, v_1, ..., v_{K-1}): `first` stands for the data."
+    return torch.cat([v.new_full((1,), first), v[:-1]])
+
+def _copy_shared(new, old, ts, prev):
+    "Copy into `new` the coefficients it shares with `old`: those of kept states and of single-step steps."
+    for name in _STATE_BUFFERS: getattr(new, name).copy_(getattr(old, name)[ts])
+    new.alpha_bar_prev[1:] = old.alpha_bar[ts[:-1]]
     unit = ts - prev == 1                                             # new steps that are single old steps
-    for name in _STEP_BUFFERS: getattr(new, name)[unit] = getattr(schedule, name)[ts[unit]]
-    # log beta_tilde at step 0 is a convention (NoiseSchedule: log beta_tilde of step 1, or log beta for a 1-step chain)
+    for name in _STEP_BUFFERS: getattr(new, name)[unit] = getattr(old, name)[ts[unit]]
+    # log beta_tilde at step 0 is a convention (as in NoiseSchedule: step 1's, or log beta for a 1-step chain)
     new.log_beta_tilde[0] = new.log_beta_tilde[1] if len(ts) > 1 else new.betas[0].log()
     return new
 
-# %% ../nbs/07_samplers.ipynb #a9951d31
+# %% ../nbs/07_samplers.ipynb #18bbff86
+@torch.no_grad()
+def respaced_schedule(schedule: NoiseSchedule, # the chain the model was trained on
+                      timesteps: torch.Tensor, # kept code timesteps s_1 < ... < s_K (`timestep_subsequence`)
+                     ) -> NoiseSchedule:
+    "The K-step chain on `timesteps`: beta'_i = 1 - alpha_bar[s_i] / alpha_bar[s_{i-1}] (Nichol & Dhariwal)."
+    _check_timesteps(timesteps, schedule.T)
+    ts = timesteps.to(schedule.betas.device)
+    prev = _previous(ts, -1)                                  # s_{i-1}, with -1 for the data
+    b = schedule.betas.double()
+    a = torch.where(b < 0.5, 1 - b, schedule.alphas.double())  # alpha_j from the buffer holding it exactly
+    log_ab = torch.cat([a.new_zeros(1), a.log().cumsum(0)])    # log alpha_bar; entry j + 1: step j, 0: data
+    beta = -torch.expm1(log_ab[ts + 1] - log_ab[prev + 1])     # 1 - alpha_bar[s_i] / alpha_bar[s_{i-1}]
+    return _copy_shared(NoiseSchedule(beta).to(schedule.betas), schedule, ts, prev)
+
+# %% ../nbs/07_samplers.ipynb #23247a54
 class _AtOriginalTimesteps(nn.Module):
     "Present `model` to a respaced chain: step i of the chain is the model's timestep `timesteps[i]`."
     def __init__(self, model, timesteps):
@@ -84,7 +103,8 @@ def _steps_to_run(order, progress):
 def _start(shape, x_T, generator, device):
     "The starting noise x_T: drawn on `device` from `generator`, or the given one (checked against `shape`)."
     x = torch.randn(shape, generator=generator, device=device) if x_T is None else x_T.to(device)
-    if tuple(x.shape) != tuple(shape): raise ValueError(f"x_T: expected shape {tuple(shape)}, got {tuple(x.shape)}")
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"x_T: expected shape {tuple(shape)}, got {tuple(x.shape)}")
     return x
 
 def _sub_chain(schedule, steps, spacing):
@@ -92,43 +112,59 @@ def _sub_chain(schedule, steps, spacing):
     ts = timestep_subsequence(schedule.T, steps, spacing).to(schedule.betas.device)
     return ts, respaced_schedule(schedule, ts)
 
+# %% ../nbs/07_samplers.ipynb #c063cc5f
 def sample_respaced(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained on `schedule`
                     schedule: NoiseSchedule, # the chain the model was trained on
                     shape: tuple, # shape of the batch to generate, (B, ...)
                     *,
                     steps: int, # number of reverse steps (= model calls), 1 <= steps <= T
-                    generator: torch.Generator | None = None, # source of all randomness; on the schedule's device
+                    generator: torch.Generator | None = None, # all randomness; on the schedule's device
                     y: torch.Tensor | None = None, # optional (B,) labels for a conditional model
-                    variance: str = 'beta_tilde', # sigma^2 of the new chain: 'beta', 'beta_tilde' or 'learned'
+                    variance: str = 'beta_tilde', # sigma^2 of the chain: 'beta', 'beta_tilde' or 'learned'
                     clip_x0: bool = False, # clip the predicted x_0 to [-1, 1] (images)
                     x_T: torch.Tensor | None = None, # start from this noise instead of drawing it
                     return_trajectory: bool = False, # also return [x_T, ..., x_0] (steps + 1 entries)
                     progress: bool = False, # show a progress bar
                     spacing: str = 'trailing', # which timesteps to keep, see `timestep_subsequence`
                    ):
-    "Ancestral sampling (Ho et al. Algorithm 2) on the chain respaced to `steps` timesteps (Nichol & Dhariwal sec. 4)."
-    ts, sub = _sub_chain(schedule, steps, spacing)
-    return sample_ddpm(_AtOriginalTimesteps(model, ts), sub, shape, generator=generator, y=y, variance=variance,
-                       clip_x0=clip_x0, x_T=x_T, return_trajectory=return_trajectory, progress=progress)
+    "Ancestral sampling (Ho et al. Algorithm 2) on the chain respaced to `steps` steps (Nichol & Dhariwal)."
+    ts, sub = _sub_chain(schedule, steps, spacing)                    # kept timesteps s_i, the chain beta'_i
+    return sample_ddpm(_AtOriginalTimesteps(model, ts), sub, shape, generator=generator, y=y,
+                       variance=variance, clip_x0=clip_x0, x_T=x_T, return_trajectory=return_trajectory,
+                       progress=progress)
 
-# %% ../nbs/07_samplers.ipynb #d218ab23
+# %% ../nbs/07_samplers.ipynb #ca3f33fc
 def _predict_eps(model, x, t, y):
     "The model's eps at (x, t); for a model that also outputs a variance (2C channels), its eps half."
     out = model(x, t) if y is None else model(x, t, y)
     if out.shape == x.shape: return out
-    if out.ndim == x.ndim and out.shape[0] == x.shape[0] and out.shape[1] == 2 * x.shape[1] and out.shape[2:] == x.shape[2:]:
+    if (out.ndim == x.ndim and out.shape[0] == x.shape[0] and out.shape[1] == 2 * x.shape[1]
+            and out.shape[2:] == x.shape[2:]):
         return out[:, :x.shape[1]]
-    raise ValueError(f"model: expected an eps prediction of shape {tuple(x.shape)} (or eps and v, 2x the channels), "
-                     f"got {tuple(out.shape)}")
+    raise ValueError(f"model: expected an eps prediction of shape {tuple(x.shape)} (or eps and v, 2x the "
+                     f"channels), got {tuple(out.shape)}")
 
+def _check_eta(eta):
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not math.isfinite(eta) or eta < 0:
+        raise ValueError(f"eta: expected a finite number >= 0, got {eta!r}")
+
+def _check_eps_coef(c_eps2, eta):
+    "c_eps^2 = 1 - alpha_bar_prev - sigma^2, which eta > 1 can make negative; clamped at 0 (rounding only)."
+    if eta > 1 and (c_eps2 < 0).any():
+        raise ValueError(f"eta: {eta} makes sigma^2 exceed 1 - alpha_bar_prev at some step of this chain; "
+                         f"use eta <= 1")
+    return c_eps2.clamp(min=0)
+
+# %% ../nbs/07_samplers.ipynb #eeaa31f0
 def _predict(model, schedule, x, t, y, clip_x0):
     "(x0_hat, eps_hat) at (x, t); with clip_x0, x0_hat is clipped to [-1, 1] and eps_hat recomputed from it."
     eps = _predict_eps(model, x, t, y)
-    x0 = x0_from_eps(schedule, x, t, eps)
+    x0 = x0_from_eps(schedule, x, t, eps)            # (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)
     if not clip_x0: return x0, eps
     x0 = x0.clamp(-1, 1)
     return x0, eps_from_x0(schedule, x, t, x0)
 
+# %% ../nbs/07_samplers.ipynb #2664985e
 @torch.no_grad()
 def sample_ddim(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained on `schedule`
                 schedule: NoiseSchedule, # the chain the model was trained on
@@ -144,29 +180,31 @@ def sample_ddim(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained on
                 progress: bool = False, # show a progress bar
                 spacing: str = 'trailing', # which timesteps to keep, see `timestep_subsequence`
                ):
-    "DDIM (Song et al. eq. 12): x_{t-1} = sqrt(ab_{t-1}) x0_hat + sqrt(1 - ab_{t-1} - sigma_t^2) eps_hat + sigma_t z."
-    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not math.isfinite(eta) or eta < 0:
-        raise ValueError(f"eta: expected a finite number >= 0, got {eta!r}")
+    "DDIM (Song et al. 12): x_{t-1} = sqrt(ab_{t-1}) x0_hat + sqrt(1-ab_{t-1}-sigma^2) eps_hat + sigma z."
+    _check_eta(eta)
     ts, sub = _sub_chain(schedule, steps, spacing)
-    var = eta ** 2 * sub.beta_tilde.double()                                        # sigma_i^2 = eta^2 beta_tilde'_i
-    one_minus_ab_prev = torch.cat([var.new_zeros(1), sub.sqrt_one_minus_alpha_bar.double()[:-1] ** 2])
-    c_eps2 = one_minus_ab_prev - var
-    if eta > 1 and (c_eps2 < 0).any():
-        raise ValueError(f"eta: {eta} makes sigma^2 exceed 1 - alpha_bar_prev at some step of this chain; use eta <= 1")
-    c_x0 = torch.cat([var.new_ones(1), sub.sqrt_alpha_bar.double()[:-1]]).tolist()  # sqrt(alpha_bar_prev)
-    c_eps, sigma = c_eps2.clamp(min=0).sqrt().tolist(), var.sqrt().tolist()        # clamp: rounding only, as eta <= 1
+    var = eta ** 2 * sub.beta_tilde.double()                           # sigma_i^2 = eta^2 beta_tilde'_i
+    sqrt_ab_prev = _previous(sub.sqrt_alpha_bar.double(), 1.)          # the data has alpha_bar = 1
+    one_minus_ab_prev = _previous(sub.sqrt_one_minus_alpha_bar.double() ** 2, 0.)
+    c_eps2 = _check_eps_coef(one_minus_ab_prev - var, eta)            # 1 - alpha_bar_{i-1} - sigma_i^2
+    c_x0, c_eps, sigma = sqrt_ab_prev.tolist(), c_eps2.sqrt().tolist(), var.sqrt().tolist()
     device = schedule.betas.device
     x = _start(shape, x_T, generator, device)
     trajectory = [x]
     for i in _steps_to_run(range(steps - 1, -1, -1), progress):
-        t = ts[i].expand(shape[0])
-        x0, eps = _predict(model, schedule, x, t, y, clip_x0)
+        x0, eps = _predict(model, schedule, x, ts[i].expand(shape[0]), y, clip_x0)
         x = c_x0[i] * x0 + c_eps[i] * eps
         if eta > 0 and i > 0: x = x + sigma[i] * torch.randn(shape, generator=generator, device=device)
         if return_trajectory: trajectory.append(x)
     return (x, trajectory) if return_trajectory else x
 
-# %% ../nbs/07_samplers.ipynb #4d8366b2
+# %% ../nbs/07_samplers.ipynb #64912d08
+def _check_x0(x0):
+    if not isinstance(x0, torch.Tensor) or not x0.is_floating_point() or x0.ndim < 2:
+        raise ValueError(f"x0: expected a floating-point tensor of shape (B, ...), got "
+                         f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}")
+
+# %% ../nbs/07_samplers.ipynb #f83b2c4c
 @torch.no_grad()
 def ddim_invert(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained on `schedule`
                 schedule: NoiseSchedule, # the chain the model was trained on
@@ -178,22 +216,25 @@ def ddim_invert(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained on
                 progress: bool = False, # show a progress bar
                 spacing: str = 'trailing', # which timesteps to keep, see `timestep_subsequence`
                ):
-    "Encode data as noise: the DDIM (eta = 0) step run upwards, x_hi = sqrt(ab_hi) x0_hat + sqrt(1 - ab_hi) eps_hat."
-    if not isinstance(x0, torch.Tensor) or not x0.is_floating_point() or x0.ndim < 2:
-        raise ValueError(f"x0: expected a floating-point tensor of shape (B, ...), got "
-                         f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}")
+    "Encode data as noise: DDIM's eta = 0 step upwards, x_hi = sqrt(ab_hi) x0_hat + sqrt(1-ab_hi) eps_hat."
+    _check_x0(x0)
     ts, sub = _sub_chain(schedule, steps, spacing)
     sqrt_ab, sqrt_1mab = sub.sqrt_alpha_bar.double().tolist(), sub.sqrt_one_minus_alpha_bar.double().tolist()
     x = x0.to(schedule.betas.device)
     trajectory = [x]
     for i in _steps_to_run(range(steps), progress):
-        eps = _predict_eps(model, x, ts[i].expand(x.shape[0]), y)
-        lo_a, lo_s = (sqrt_ab[i - 1], sqrt_1mab[i - 1]) if i > 0 else (1.0, 0.0)
-        x = sqrt_ab[i] * (x - lo_s * eps) / lo_a + sqrt_1mab[i] * eps
+        eps = _predict_eps(model, x, ts[i].expand(x.shape[0]), y)               # eps_hat, asked at t_hi
+        lo_a, lo_s = (sqrt_ab[i - 1], sqrt_1mab[i - 1]) if i > 0 else (1.0, 0.0)  # the data: alpha_bar = 1
+        x = sqrt_ab[i] * (x - lo_s * eps) / lo_a + sqrt_1mab[i] * eps         # x0_hat = (x - lo_s eps) / lo_a
         if return_trajectory: trajectory.append(x)
     return (x, trajectory) if return_trajectory else x
 
-# %% ../nbs/07_samplers.ipynb #40701e34
+# %% ../nbs/07_samplers.ipynb #408a23fa
+def _check_order(order):
+    if order not in (1, 2) or isinstance(order, bool):
+        raise ValueError(f"order: expected 1 or 2, got {order!r}")
+
+# %% ../nbs/07_samplers.ipynb #fc32e555
 @torch.no_grad()
 def sample_dpmpp(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained on `schedule`
                  schedule: NoiseSchedule, # the chain the model was trained on
@@ -209,20 +250,21 @@ def sample_dpmpp(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained o
                  progress: bool = False, # show a progress bar
                  spacing: str = 'trailing', # which timesteps to keep, see `timestep_subsequence`
                 ):
-    "DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): multistep exponential integrator of the DDIM ODE in x0 form."
-    if order not in (1, 2) or isinstance(order, bool): raise ValueError(f"order: expected 1 or 2, got {order!r}")
+    "DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): multistep exponential integrator of the ODE in x0 form."
+    _check_order(order)
     ts, sub = _sub_chain(schedule, steps, spacing)
     a, s = sub.sqrt_alpha_bar.double(), sub.sqrt_one_minus_alpha_bar.double()
-    lam, a, s = (a / s).log().tolist(), a.tolist(), s.tolist()                    # half log-SNR lambda_i, a_i, s_i
+    lam, a, s = (a / s).log().tolist(), a.tolist(), s.tolist()               # half log-SNR lambda_i, a_i, s_i
     x = _start(shape, x_T, generator, schedule.betas.device)
     trajectory, x0_prev, h_prev = [x], None, None
     for i in _steps_to_run(range(steps - 1, -1, -1), progress):
         x0, _ = _predict(model, schedule, x, ts[i].expand(shape[0]), y, clip_x0)
-        if i == 0: x = x0                                                          # to the data: s = 0, lambda = inf
+        if i == 0: x = x0                                                  # to the data: s = 0, lambda = inf
         else:
             h = lam[i - 1] - lam[i]
-            d = x0 if order == 1 or x0_prev is None else (1 + h / (2 * h_prev)) * x0 - h / (2 * h_prev) * x0_prev
-            x = (s[i - 1] / s[i]) * x - a[i - 1] * math.expm1(-h) * d
+            if order == 1 or x0_prev is None: d = x0                           # first order: DDIM
+            else: d = (1 + h / (2 * h_prev)) * x0 - h / (2 * h_prev) * x0_prev  # 1/(2r) = h / (2 h_prev)
+            x = (s[i - 1] / s[i]) * x - a[i - 1] * math.expm1(-h) * d          # -expm1(-h) = 1 - e^{-h}
             x0_prev, h_prev = x0, h
         if return_trajectory: trajectory.append(x)
     return (x, trajectory) if return_trajectory else x

@@ -62,13 +62,13 @@ class TrainConfig:
                 raise ValueError(f"{name}: expected a number in {'(' if name == 'lr' else '['}{lo}, {hi}), got {v!r}")
 
 # %% ../nbs/08_train.ipynb #0678c474
-def lr_factor(step: int, # 0-based optimisation step
+def lr_factor(step: int, # 0-based optimisation step k
               warmup: int, # warm-up steps w
               steps: int, # length of the run K
               cosine: bool = True, # decay after the warm-up, else stay at 1
              ) -> float:
-    "The multiplier f(k) of the peak learning rate: linear warm-up over `warmup` steps, then cosine decay to 0 at `steps`."
-    if step < warmup: return (step + 1) / warmup
+    "The multiplier f(k) of the peak learning rate: linear warm-up over w steps, then cosine decay to 0 at K."
+    if step < warmup: return (step + 1) / warmup                                   # (k + 1) / w
     if not cosine: return 1.0
     return 0.5 * (1 + math.cos(math.pi * min(step - warmup, steps - warmup) / max(1, steps - warmup)))
 
@@ -76,7 +76,8 @@ def lr_factor(step: int, # 0-based optimisation step
 def make_ema(model: nn.Module, # the network being trained
              decay: float, # gamma, the weight of the old average
             ) -> AveragedModel:
-    "An exponential moving average of `model`'s weights and buffers (`update_parameters(model)` after every step)."
+    "An exponential moving average of `model`'s weights and buffers: `update_parameters(model)` every step."
+    # the first update copies theta_1; every later one sets avg <- gamma * avg + (1 - gamma) * theta
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 # %% ../nbs/08_train.ipynb #4cf489d7
@@ -187,6 +188,7 @@ class Trainer:
 
 # %% ../nbs/08_train.ipynb #d8057f0f
 def _train_step(self: Trainer) -> torch.Tensor:
+    "One step: a minibatch, label dropout, the loss (Algorithm 1), clipping, AdamW, the lr schedule, the EMA."
     c, g = self.config, self.generator
     idx = torch.randint(0, self.images.shape[0], (c.batch_size,), device=self.device, generator=g)
     x0, y = self.images[idx], None

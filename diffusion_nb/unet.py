@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['UNET_CONFIGS', 'group_norm', 'ResBlock', 'Attention', 'Downsample', 'Upsample', 'EmbedSequential', 'UNetConfig',
-           'UNet', 'unet_summary']
+           'UNet', 'unet_summary', 'plot_unet']
 
 # %% ../nbs/06_unet.ipynb #5b3ddb11
 from dataclasses import dataclass
@@ -13,21 +13,30 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import nn
+import matplotlib.pyplot as plt
+from matplotlib.colors import to_rgba
+from matplotlib.lines import Line2D
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch, Rectangle
 
 from .ddpm import timestep_embedding
 
-# %% ../nbs/06_unet.ipynb #3551e839
+# %% ../nbs/06_unet.ipynb #d6b8f529
+def _check_positive_int(name, value):
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+
+# %% ../nbs/06_unet.ipynb #5e4a3c3e
 def group_norm(channels: int, # C, the number of channels to normalise
                max_groups: int = 32, # use at most this many groups
               ) -> nn.GroupNorm:
-    "GroupNorm over `channels` with the largest number of groups that divides `channels` and is at most `max_groups`."
-    if not isinstance(channels, int) or channels < 1: raise ValueError(f"channels: expected a positive integer, got {channels!r}")
-    if not isinstance(max_groups, int) or max_groups < 1: raise ValueError(f"max_groups: expected a positive integer, got {max_groups!r}")
-    return nn.GroupNorm(max(g for g in range(1, min(channels, max_groups) + 1) if channels % g == 0), channels)
+    "GroupNorm over `channels` in the largest number of groups G <= `max_groups` that divides `channels`."
+    _check_positive_int('channels', channels); _check_positive_int('max_groups', max_groups)
+    G = max(g for g in range(1, min(channels, max_groups) + 1) if channels % g == 0)
+    return nn.GroupNorm(G, channels)
 
 # %% ../nbs/06_unet.ipynb #9032c36b
 class ResBlock(nn.Module):
-    "skip(x) + conv(drop(SiLU(GN(conv(SiLU(GN(x)))) * (1 + s) + b))) with (s, b) projected from the embedding."
+    "skip(x) + conv(drop(SiLU(GN(conv(SiLU(GN(x)))) * (1 + s) + b))), (s, b) projected from the embedding."
     def __init__(self,
                  in_channels: int, # channels of the input
                  out_channels: int, # channels of the output
@@ -36,34 +45,39 @@ class ResBlock(nn.Module):
                  norm_groups: int = 32, # GroupNorm uses at most this many groups
                 ):
         super().__init__()
-        self.norm1, self.conv1 = group_norm(in_channels, norm_groups), nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.emb_proj = nn.Linear(emb_dim, 2 * out_channels)
+        self.norm1 = group_norm(in_channels, norm_groups)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.emb_proj = nn.Linear(emb_dim, 2 * out_channels)             # W, w_0: one (s_c, b_c) per channel
         self.norm2, self.dropout = group_norm(out_channels, norm_groups), nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight); nn.init.zeros_(self.conv2.bias)
+        nn.init.zeros_(self.conv2.weight); nn.init.zeros_(self.conv2.bias)   # starts as its skip path
         self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self,
                 x: torch.Tensor, # (B, in_channels, H, W)
-                emb: torch.Tensor, # (B, emb_dim)
+                emb: torch.Tensor, # (B, emb_dim), the embedding e
                ) -> torch.Tensor: # (B, out_channels, H, W)
         h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.emb_proj(F.silu(emb))[:, :, None, None].chunk(2, dim=1)  # each (B, out_channels, 1, 1)
-        h = self.norm2(h) * (1 + scale) + shift
+        s, b = self.emb_proj(F.silu(emb))[:, :, None, None].chunk(2, dim=1)  # (s, b) = W SiLU(e) + w_0
+        h = self.norm2(h) * (1 + s) + b                                       # scale-shift conditioning
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
-# %% ../nbs/06_unet.ipynb #3d961121
+# %% ../nbs/06_unet.ipynb #87880886
+def _check_heads(channels, num_heads):
+    if not isinstance(num_heads, int) or num_heads < 1 or channels % num_heads:
+        raise ValueError(f"num_heads: expected a positive divisor of channels={channels}, got {num_heads!r}")
+
+# %% ../nbs/06_unet.ipynb #9436f7fe
 class Attention(nn.Module):
-    "x + proj(multi-head softmax(QK^T / sqrt(d)) V) over the H*W positions of GroupNorm(x): a residual self-attention block."
+    "x + proj(multi-head softmax(QK^T / sqrt(d)) V) over the H*W positions of GroupNorm(x), a residual block."
     def __init__(self,
                  channels: int, # C; must be divisible by num_heads
                  num_heads: int = 4, # heads of d = C / num_heads channels each
                  norm_groups: int = 32, # GroupNorm uses at most this many groups
                 ):
         super().__init__()
-        if not isinstance(num_heads, int) or num_heads < 1 or channels % num_heads:
-            raise ValueError(f"num_heads: expected a positive divisor of channels={channels}, got {num_heads!r}")
+        _check_heads(channels, num_heads)
         self.num_heads = num_heads
         self.norm = group_norm(channels, norm_groups)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
@@ -75,8 +89,8 @@ class Attention(nn.Module):
                ) -> torch.Tensor: # (B, C, H, W)
         B, C, H, W = x.shape
         qkv = self.qkv(self.norm(x)).reshape(B, 3, self.num_heads, C // self.num_heads, H * W)
-        q, k, v = qkv.transpose(-1, -2).unbind(1)              # each (B, heads, H*W, d)
-        h = F.scaled_dot_product_attention(q, k, v)              # (B, heads, H*W, d)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)            # each (B, heads, H*W, d)
+        h = F.scaled_dot_product_attention(q, k, v)          # softmax(q k^T / sqrt(d)) v, (B, heads, H*W, d)
         return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))
 
 # %% ../nbs/06_unet.ipynb #4517caba
@@ -85,7 +99,8 @@ class Downsample(nn.Module):
     def __init__(self, channels: int): # C, kept
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
-    def forward(self, x: torch.Tensor) -> torch.Tensor: return self.conv(x)  # (B, C, H, W) -> (B, C, H/2, W/2)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, H/2, W/2)
+        return self.conv(x)
 
 # %% ../nbs/06_unet.ipynb #62cc7ad1
 class Upsample(nn.Module):
@@ -103,54 +118,67 @@ class EmbedSequential(nn.Sequential):
         for layer in self: x = layer(x, emb) if isinstance(layer, ResBlock) else layer(x)
         return x
 
-# %% ../nbs/06_unet.ipynb #3ee80526
+# %% ../nbs/06_unet.ipynb #0a2769f2
+def _validate_config(c):
+    "Refuse an impossible `UNetConfig` with a ValueError naming the field; store the sequences as tuples."
+    def positive(name, minimum=1):
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise ValueError(f"{name}: expected an integer >= {minimum}, got {v!r}")
+    for name in ('in_channels', 'image_size', 'patch_size', 'base_channels', 'num_res_blocks', 'num_heads',
+                 'norm_groups'):
+        positive(name)
+    if c.base_channels % 2:
+        raise ValueError(f"base_channels: expected an even number (it sizes the sinusoidal embedding), "
+                         f"got {c.base_channels}")
+    object.__setattr__(c, 'channel_mult', tuple(c.channel_mult))
+    object.__setattr__(c, 'attention_resolutions', tuple(c.attention_resolutions))
+    if not c.channel_mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1
+                                 for m in c.channel_mult):
+        raise ValueError(f"channel_mult: expected a non-empty tuple of positive integers, "
+                         f"got {c.channel_mult!r}")
+    f = c.patch_size * 2 ** (c.levels - 1)
+    if c.image_size % f:
+        raise ValueError(f"image_size: expected a multiple of {f} so that patches of {c.patch_size} and "
+                         f"{c.levels} levels divide it exactly, got {c.image_size}")
+    for r in c.attention_resolutions:
+        if r not in c.resolutions:
+            raise ValueError(f"attention_resolutions: {r!r} is not one of this network's resolutions "
+                             f"{c.resolutions}")
+    for r, mult in [*zip(c.resolutions, c.channel_mult), (c.resolutions[-1], c.channel_mult[-1])]:
+        attends = r in c.attention_resolutions or r == c.resolutions[-1]       # the middle always attends
+        if attends and (c.base_channels * mult) % c.num_heads:
+            raise ValueError(f"num_heads: {c.num_heads} does not divide the {c.base_channels * mult} "
+                             f"channels that attend at resolution {r}")
+    if not 0 <= c.dropout < 1: raise ValueError(f"dropout: expected a value in [0, 1), got {c.dropout!r}")
+    if c.num_classes is not None: positive('num_classes')
+    if not isinstance(c.learn_variance, bool):
+        raise ValueError(f"learn_variance: expected a bool, got {c.learn_variance!r}")
+
+# %% ../nbs/06_unet.ipynb #7211bac7
 @dataclass(frozen=True)
 class UNetConfig:
     "Shape of a `UNet`; validated on construction."
-    in_channels: int = 3                      # image channels C (1 for grey images, 3 for RGB)
-    image_size: int = 32                      # H = W; divisible by patch_size * 2**(len(channel_mult) - 1)
-    patch_size: int = 1                       # fold p x p pixel patches into channels first: the network runs at H / p
-    base_channels: int = 128                  # model width: channels at full resolution (even); embedding is 4x this
-    channel_mult: tuple = (1, 2, 2, 2)        # width multiplier per level; every level after the first halves H and W
-    num_res_blocks: int = 2                   # residual blocks per level on the way down (one more on the way up)
-    attention_resolutions: tuple = (16,)      # resolutions (pixels per side) with self-attention after each block
-    num_heads: int = 4                        # attention heads; must divide the channels wherever attention is used
-    dropout: float = 0.1                      # dropout inside every residual block
-    num_classes: int | None = None            # None: unconditional; else labels 0..num_classes-1, num_classes = null
-    learn_variance: bool = False              # also output v, the interpolation between log beta and log beta-tilde
-    norm_groups: int = 32                     # GroupNorm uses the largest divisor of the channels up to this
+    in_channels: int = 3                  # image channels C (1 for grey images, 3 for RGB)
+    image_size: int = 32                  # H = W; divisible by patch_size * 2**(len(channel_mult) - 1)
+    patch_size: int = 1                   # fold p x p pixel patches into channels: the network runs at H / p
+    base_channels: int = 128              # channels at full resolution (even); the embedding is 4x this
+    channel_mult: tuple = (1, 2, 2, 2)    # width multiplier per level; each level after the first halves H, W
+    num_res_blocks: int = 2               # residual blocks per level on the way down (one more on the way up)
+    attention_resolutions: tuple = (16,)  # resolutions (pixels per side) with self-attention after each block
+    num_heads: int = 4                    # attention heads; must divide the channels wherever attention is
+    dropout: float = 0.1                  # dropout inside every residual block
+    num_classes: int | None = None        # None: unconditional; else labels 0..num_classes-1 (+ null label)
+    learn_variance: bool = False          # also output v: log sigma^2 = (1+v)/2 log beta + (1-v)/2 log beta~
+    norm_groups: int = 32                 # GroupNorm uses the largest divisor of the channels up to this
 
-    def __post_init__(self):
-        def positive(name, minimum=1):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise ValueError(f"{name}: expected an integer >= {minimum}, got {v!r}")
-        for name in ('in_channels', 'image_size', 'patch_size', 'base_channels', 'num_res_blocks', 'num_heads', 'norm_groups'):
-            positive(name)
-        if self.base_channels % 2: raise ValueError(f"base_channels: expected an even number (it sizes the sinusoidal embedding), got {self.base_channels}")
-        object.__setattr__(self, 'channel_mult', tuple(self.channel_mult))
-        object.__setattr__(self, 'attention_resolutions', tuple(self.attention_resolutions))
-        if not self.channel_mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.channel_mult):
-            raise ValueError(f"channel_mult: expected a non-empty tuple of positive integers, got {self.channel_mult!r}")
-        f = self.patch_size * 2 ** (self.levels - 1)
-        if self.image_size % f:
-            raise ValueError(f"image_size: expected a multiple of {f} so that patches of {self.patch_size} and {self.levels} "
-                             f"levels divide it exactly, got {self.image_size}")
-        for r in self.attention_resolutions:
-            if r not in self.resolutions:
-                raise ValueError(f"attention_resolutions: {r!r} is not one of this network's resolutions {self.resolutions}")
-        for r, mult in [*zip(self.resolutions, self.channel_mult), (self.resolutions[-1], self.channel_mult[-1])]:
-            if (r in self.attention_resolutions or r == self.resolutions[-1]) and (self.base_channels * mult) % self.num_heads:
-                raise ValueError(f"num_heads: {self.num_heads} does not divide the {self.base_channels * mult} channels "
-                                 f"that attend at resolution {r}")
-        if not 0 <= self.dropout < 1: raise ValueError(f"dropout: expected a value in [0, 1), got {self.dropout!r}")
-        if self.num_classes is not None: positive('num_classes')
-        if not isinstance(self.learn_variance, bool): raise ValueError(f"learn_variance: expected a bool, got {self.learn_variance!r}")
+    def __post_init__(self): _validate_config(self)
 
     @property
     def levels(self) -> int: return len(self.channel_mult)
     @property
-    def resolutions(self) -> tuple: return tuple(self.image_size // self.patch_size // 2 ** i for i in range(self.levels))
+    def resolutions(self) -> tuple:
+        return tuple(self.image_size // self.patch_size // 2 ** i for i in range(self.levels))
     @property
     def emb_dim(self) -> int: return 4 * self.base_channels
     @property
@@ -158,31 +186,54 @@ class UNetConfig:
 
 # %% ../nbs/06_unet.ipynb #6251ce83
 UNET_CONFIGS = {
-    'nano': UNetConfig(in_channels=1, image_size=28, patch_size=2, base_channels=32, channel_mult=(1, 2), num_res_blocks=1,
-                       attention_resolutions=(7,), num_heads=4, dropout=0.0, norm_groups=8),
-    'tiny': UNetConfig(in_channels=1, image_size=28, base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
-                       attention_resolutions=(7,), num_heads=4, dropout=0.1, norm_groups=8),
-    'small': UNetConfig(in_channels=3, image_size=32, base_channels=64, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
-                        attention_resolutions=(16,), num_heads=4, dropout=0.1, norm_groups=16),
-    'base': UNetConfig(in_channels=3, image_size=32, base_channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
-                       attention_resolutions=(16,), num_heads=4, dropout=0.1, norm_groups=32),
+    'nano': UNetConfig(in_channels=1, image_size=28, patch_size=2, base_channels=32, channel_mult=(1, 2),
+                       num_res_blocks=1, attention_resolutions=(7,), num_heads=4, dropout=0.0, norm_groups=8),
+    'tiny': UNetConfig(in_channels=1, image_size=28, base_channels=32, channel_mult=(1, 2, 2),
+                       num_res_blocks=1, attention_resolutions=(7,), num_heads=4, dropout=0.1, norm_groups=8),
+    'small': UNetConfig(in_channels=3, image_size=32, base_channels=64, channel_mult=(1, 2, 2, 2),
+                        num_res_blocks=2, attention_resolutions=(16,), num_heads=4, dropout=0.1,
+                        norm_groups=16),
+    'base': UNetConfig(in_channels=3, image_size=32, base_channels=128, channel_mult=(1, 2, 2, 2),
+                       num_res_blocks=2, attention_resolutions=(16,), num_heads=4, dropout=0.1,
+                       norm_groups=32),
 }
 
-# %% ../nbs/06_unet.ipynb #515464bc
+# %% ../nbs/06_unet.ipynb #e7f19fcc
+def _check_is_config(config):
+    if not isinstance(config, UNetConfig):
+        raise TypeError(f"config: expected a UNetConfig, got {type(config).__name__}")
+
+def _check_unet_inputs(c, x, t, y):
+    "x: (B, C, H, W) as `UNetConfig` c says; t: (B,); y: None or integer labels (B,) in [0, num_classes]."
+    if x.ndim != 4 or x.shape[1:] != (c.in_channels, c.image_size, c.image_size):
+        raise ValueError(f"x: expected shape (B, {c.in_channels}, {c.image_size}, {c.image_size}), "
+                         f"got {tuple(x.shape)}")
+    if t.ndim != 1 or t.shape[0] != x.shape[0]:
+        raise ValueError(f"t: expected shape ({x.shape[0]},) to match the batch of x, got {tuple(t.shape)}")
+    if y is None: return
+    if not c.num_classes: raise ValueError("y: this model is unconditional (config.num_classes is None)")
+    if y.shape != t.shape or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"y: expected integer labels of shape ({x.shape[0]},), "
+                         f"got {y.dtype} of shape {tuple(y.shape)}")
+    if y.min() < 0 or y.max() > c.num_classes:
+        raise ValueError(f"y: expected labels in [0, {c.num_classes}] ({c.num_classes} = null), "
+                         f"got range [{y.min().item()}, {y.max().item()}]")
+
+# %% ../nbs/06_unet.ipynb #742964df
 class UNet(nn.Module):
-    "eps_theta(x_t, t[, y]): the U-Net of Ho et al. with Nichol & Dhariwal's scale-shift conditioning and learned-variance output."
+    "eps_theta(x_t, t[, y]): Ho et al.'s U-Net with Nichol & Dhariwal's scale-shift and learned variance."
     def __init__(self, config: UNetConfig): # the network's shape, e.g. `UNET_CONFIGS['tiny']`
         super().__init__()
-        if not isinstance(config, UNetConfig): raise TypeError(f"config: expected a UNetConfig, got {type(config).__name__}")
+        _check_is_config(config)
         self.config = c = config
         E = c.emb_dim
         self.time_embed = nn.Sequential(nn.Linear(c.base_channels, E), nn.SiLU(), nn.Linear(E, E))
-        self.label_emb = nn.Embedding(c.num_classes + 1, E) if c.num_classes else None
+        self.label_emb = nn.Embedding(c.num_classes + 1, E) if c.num_classes else None  # last row: null label
         res_block = partial(ResBlock, emb_dim=E, dropout=c.dropout, norm_groups=c.norm_groups)
         attention = partial(Attention, num_heads=c.num_heads, norm_groups=c.norm_groups)
         ch, res, P = c.base_channels, c.resolutions[0], c.patch_size ** 2
         self.down = nn.ModuleList([EmbedSequential(nn.Conv2d(c.in_channels * P, ch, 3, padding=1))])
-        kept = [ch]                                             # channels of every encoder output, for the skips
+        kept = [ch]                                          # channels of every encoder output, for the skips
         for level, mult in enumerate(c.channel_mult):
             for _ in range(c.num_res_blocks):
                 layers = [res_block(ch, c.base_channels * mult)]; ch = c.base_channels * mult
@@ -198,49 +249,39 @@ class UNet(nn.Module):
                 if res in c.attention_resolutions: layers.append(attention(ch))
                 if level > 0 and i == c.num_res_blocks: layers.append(Upsample(ch)); res *= 2
                 self.up.append(EmbedSequential(*layers))
-        self.out = nn.Sequential(group_norm(ch, c.norm_groups), nn.SiLU(), nn.Conv2d(ch, c.out_channels * P, 3, padding=1))
+        self.out = nn.Sequential(group_norm(ch, c.norm_groups), nn.SiLU(),
+                                 nn.Conv2d(ch, c.out_channels * P, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight); nn.init.zeros_(self.out[-1].bias)
-
-    def _check_inputs(self, x, t, y):
-        c = self.config
-        if x.ndim != 4 or x.shape[1:] != (c.in_channels, c.image_size, c.image_size):
-            raise ValueError(f"x: expected shape (B, {c.in_channels}, {c.image_size}, {c.image_size}), got {tuple(x.shape)}")
-        if t.ndim != 1 or t.shape[0] != x.shape[0]:
-            raise ValueError(f"t: expected shape ({x.shape[0]},) to match the batch of x, got {tuple(t.shape)}")
-        if y is None: return
-        if self.label_emb is None: raise ValueError("y: this model is unconditional (config.num_classes is None)")
-        if y.shape != t.shape or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-            raise ValueError(f"y: expected integer labels of shape ({x.shape[0]},), got {y.dtype} of shape {tuple(y.shape)}")
-        if y.min() < 0 or y.max() > c.num_classes:
-            raise ValueError(f"y: expected labels in [0, {c.num_classes}] ({c.num_classes} = null), "
-                             f"got range [{y.min().item()}, {y.max().item()}]")
 
     def forward(self,
                 x: torch.Tensor, # (B, in_channels, image_size, image_size) noisy images x_t
                 t: torch.Tensor, # (B,) timesteps, integer or float
-                y: torch.Tensor | None = None, # (B,) labels in [0, num_classes]; num_classes (or None) = null label
+                y: torch.Tensor | None = None, # (B,) labels in [0, num_classes]; num_classes or None: null
                ) -> torch.Tensor: # (B, out_channels, H, W): eps, then v if config.learn_variance
-        self._check_inputs(x, t, y)
-        emb = self.time_embed(timestep_embedding(t, self.config.base_channels))        # (B, E)
+        c = self.config
+        _check_unet_inputs(c, x, t, y)
+        emb = self.time_embed(timestep_embedding(t, c.base_channels))                 # e: (B, E)
         if self.label_emb is not None:
-            emb = emb + self.label_emb(torch.full_like(t, self.config.num_classes, dtype=torch.long) if y is None else y)
+            null = torch.full_like(t, c.num_classes, dtype=torch.long)
+            emb = emb + self.label_emb(null if y is None else y)
         kept = []
-        h = F.pixel_unshuffle(x, self.config.patch_size)                              # (B, C p^2, H / p, W / p)
+        h = F.pixel_unshuffle(x, c.patch_size)                                   # (B, C p^2, H / p, W / p)
         for block in self.down:
             h = block(h, emb); kept.append(h)
         h = self.middle(h, emb)
         for block in self.up:
-            h = block(torch.cat([h, kept.pop()], dim=1), emb)
-        return F.pixel_shuffle(self.out(h), self.config.patch_size)                  # (B, out_channels, H, W)
+            h = block(torch.cat([h, kept.pop()], dim=1), emb)                      # skip: last kept first
+        return F.pixel_shuffle(self.out(h), c.patch_size)                        # (B, out_channels, H, W)
 
-# %% ../nbs/06_unet.ipynb #7aefcd3a
+# %% ../nbs/06_unet.ipynb #0ea0ff4b
 def unet_summary(config: UNetConfig, # the network's shape
                 ) -> list[dict]:
-    "The blocks of `UNet(config)` in forward order: stage, layers, input/output channels, output resolution, receptive field (None = global)."
+    "The blocks of `UNet(config)` in order: stage, layers, in/out channels, output size, receptive field."
     c = config
     P = c.patch_size
-    rows, rf, jump, ch, res = [], 3 * P, P, c.base_channels, c.resolutions[0]       # a patch spans P input pixels
-    add = lambda stage, layers, cin, cout: rows.append(dict(stage=stage, layers=layers, in_ch=cin, out_ch=cout, res=res, rf=rf))
+    rows, rf, jump, ch, res = [], 3 * P, P, c.base_channels, c.resolutions[0]   # a patch spans P input pixels
+    def add(stage, layers, cin, cout):                                            # rf None: global
+        rows.append(dict(stage=stage, layers=layers, in_ch=cin, out_ch=cout, res=res, rf=rf))
     add('down', 'conv' if P == 1 else 'patches+conv', c.in_channels * P * P, ch)
     kept = [ch]
     for level, mult in enumerate(c.channel_mult):
@@ -248,7 +289,8 @@ def unet_summary(config: UNetConfig, # the network's shape
             rf = rf and rf + 4 * jump                            # two 3x3 convolutions
             attn = res in c.attention_resolutions
             if attn: rf = None
-            add('down', 'res+attn' if attn else 'res', ch, c.base_channels * mult); ch = c.base_channels * mult; kept.append(ch)
+            add('down', 'res+attn' if attn else 'res', ch, c.base_channels * mult)
+            ch = c.base_channels * mult; kept.append(ch)
         if level < c.levels - 1:
             rf, jump, res = rf and rf + 2 * jump, 2 * jump, res // 2
             add('down', 'downsample', ch, ch); kept.append(ch)
@@ -263,3 +305,99 @@ def unet_summary(config: UNetConfig, # the network's shape
     add('out', 'norm+conv' if P == 1 else 'norm+conv+unpatch', ch, c.out_channels)
     rows[-1]['res'] = c.image_size
     return rows
+
+# %% ../nbs/06_unet.ipynb #9e60a10d
+_ATTN_COLOR, _EMB_COLOR, _SKIP_COLOR = 'tab:orange', 'tab:purple', '0.45'
+
+def _unet_labels(config):
+    "Box texts of `plot_unet`: (down, middle, up, input, output) from `unet_summary`."
+    c, rows = config, unet_summary(config)
+    down = [r for r in rows if r['stage'] == 'down']
+    up = [r for r in rows if r['stage'] == 'up']
+    (mid,), out = [r for r in rows if r['stage'] == 'middle'], rows[-1]
+    def res_label(r, chans):
+        extras = ['attention'] * ('attn' in r['layers']) + ['↑2'] * ('upsample' in r['layers'])
+        return ' + '.join(['ResBlock', *extras]) + '\n' + chans
+    down_labels = [f"conv 3×3\n{r['in_ch']}→{r['out_ch']}" if 'conv' in r['layers'] else
+                   f"downsample ↓2\n{r['out_ch']}" if r['layers'] == 'downsample' else
+                   res_label(r, f"{r['in_ch']}→{r['out_ch']}") for r in down]
+    skips = [r['out_ch'] for r in down][::-1]                     # the decoder takes the last kept first
+    up_labels = [res_label(r, f"{r['in_ch'] - s}+{s}→{r['out_ch']}") for r, s in zip(up, skips)]
+    S, C, p = c.image_size, c.in_channels, c.patch_size
+    inp = f"input $x_t$: {C}×{S}×{S}" + (f"\n{p}×{p} patches: {C * p * p}×{S // p}×{S // p}" if p > 1 else '')
+    what = r"$\epsilon_\theta$, $v$" if c.learn_variance else r"$\epsilon_\theta$"
+    outp = (f"GroupNorm, SiLU, conv 3×3: {out['in_ch']}→{out['out_ch'] * p * p}\n"
+            + what + f": {out['out_ch']}×{S}×{S}" + (" (patches unfolded)" if p > 1 else ''))
+    return down_labels, f"ResBlock + attention + ResBlock\n{mid['out_ch']}", up_labels, inp, outp
+
+def plot_unet(config: UNetConfig, # the network to draw
+              ax=None, # a matplotlib Axes; None makes a new figure
+              title: str | None = None, # the title; None describes the input
+             ):
+    "Draw `UNet(config)`: blocks by resolution, skips, attention, and the embedding feeding the blocks."
+    c, rows = config, unet_summary(config)
+    down = [r for r in rows if r['stage'] == 'down']
+    up = [r for r in rows if r['stage'] == 'up']
+    down_labels, mid_label, up_labels, inp, outp = _unet_labels(c)
+    n, level = len(down), {r: i for i, r in enumerate(c.resolutions)}
+    W, H, dx, X = 4.1, 0.76, 0.45, 10.2           # box size, indent per level, distance between the two paths
+    xl, xr, left = -W / 2 - 0.6, X + W / 2 + 0.6, -W / 2 - 2.3    # the embedding lines, the band labels
+    if ax is None: _, ax = plt.subplots(figsize=(7, 0.42 * (n + 4.6)))
+    def box(x, y, text, gid, attn=False, w=W, h=H, fc='white'):
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle='round,pad=0,rounding_size=0.12',
+                                    fc=fc, ec=_ATTN_COLOR if attn else '0.25', lw=2 if attn else 0.8,
+                                    gid=gid))
+        ax.text(x, y, text, ha='center', va='center', fontsize=8, gid=gid)
+    def arrow(p, q, gid=None, color='0.2', lw=0.9):
+        ax.add_patch(FancyArrowPatch(p, q, arrowstyle='-|>', mutation_scale=8, color=color, lw=lw, gid=gid,
+                                     shrinkA=0, shrinkB=0))
+    for r in c.resolutions:                                               # one band per resolution
+        ys = [-i for i, d in enumerate(down) if d['res'] == r] + [-n] * (r == c.resolutions[-1])
+        top, bottom = max(ys) + 0.5, min(ys) - 0.5
+        ax.add_patch(Rectangle((left, bottom), xr + 0.4 - left, top - bottom, zorder=0, ec='none',
+                               fc='0.93' if level[r] % 2 == 0 else '0.97', gid=f'level:{r}'))
+        ax.text(left + 0.1, (top + bottom) / 2, f"{r}×{r}\n{c.base_channels * c.channel_mult[level[r]]} ch",
+                ha='left', va='center', fontsize=8.5, gid=f'level:{r}')
+    xd = [dx * level[d['res']] for d in down]                             # encoder column, indented by level
+    xu = [X - dx * level[down[n - 1 - j]['res']] for j in range(len(up))]  # decoder block j sits by its skip
+    xm, Wm = X / 2, W + 1.2
+    for i, (d, label) in enumerate(zip(down, down_labels)):
+        box(xd[i], -i, label, f'down:{i}', attn='attn' in d['layers'])
+        if i: arrow((xd[i - 1], -i + 1 - H / 2), (xd[i], -i + H / 2))
+    box(xm, -n, mid_label, 'middle:0', attn=True, w=Wm)
+    arrow((xd[-1], -n + 1 - H / 2), (xm - Wm / 4, -n + H / 2))
+    for j, (u, label) in enumerate(zip(up, up_labels)):
+        y = -(n - 1 - j)
+        box(xu[j], y, label, f'up:{j}', attn='attn' in u['layers'])
+        arrow((xm + Wm / 4, -n + H / 2) if j == 0 else (xu[j - 1], y - 1 + H / 2), (xu[j], y - H / 2))
+        i = n - 1 - j                                                     # the kept output it concatenates
+        arrow((xd[i] + W / 2, y), (xu[j] - W / 2, y), gid=f'skip:{i}', color=_SKIP_COLOR, lw=1.2)
+        ax.text((xd[i] + xu[j]) / 2, y + 0.08, str(down[i]['out_ch']), ha='center', va='bottom', fontsize=7.5,
+                color=_SKIP_COLOR, gid=f'skip:{i}')
+    Ht = 1.0                                                              # input and output boxes
+    box(xd[0], 1.3, inp, 'input', h=Ht, fc='0.9'); arrow((xd[0], 1.3 - Ht / 2), (xd[0], H / 2))
+    box(xu[-1], 1.3, outp, 'output', w=W + 0.8, h=Ht, fc='0.9')
+    arrow((xu[-1], H / 2), (xu[-1], 1.3 - Ht / 2))
+    emb = (f"$t$ → sinusoidal ({c.base_channels}) → MLP → $e$ ({c.emb_dim})"
+           + (f"\n+ label $y$: embedding table of {c.num_classes + 1} rows (row {c.num_classes} = null)"
+              if c.num_classes else ''))
+    We, ye = (8.2 if c.num_classes else 5.2), 2.75
+    ax.add_patch(FancyBboxPatch((xm - We / 2, ye - 0.5), We, 1.0, boxstyle='round,pad=0,rounding_size=0.12',
+                                fc=to_rgba(_EMB_COLOR, 0.12), ec=_EMB_COLOR, lw=1, gid='embedding'))
+    ax.text(xm, ye, emb, ha='center', va='center', fontsize=8, gid='embedding')
+    ax.plot([xl, xm - We / 2], [ye, ye], [xm + We / 2, xr], [ye, ye], color=_EMB_COLOR, lw=1)
+    ax.plot([xl, xl], [ye, -n], [xr, xr], [ye, -(n - 1)], color=_EMB_COLOR, lw=1)
+    for i, d in enumerate(down):                                          # e reaches every residual block
+        if 'res' in d['layers']: arrow((xl, -i), (xd[i] - W / 2, -i), gid=f'emb:down:{i}', color=_EMB_COLOR)
+    arrow((xl, -n), (xm - Wm / 2, -n), gid='emb:middle:0', color=_EMB_COLOR)
+    for j in range(len(up)):
+        arrow((xr, -(n - 1 - j)), (xu[j] + W / 2, -(n - 1 - j)), gid=f'emb:up:{j}', color=_EMB_COLOR)
+    ax.legend(handles=[Patch(fc='white', ec=_ATTN_COLOR, lw=2, label='with self-attention'),
+                       Line2D([], [], color=_SKIP_COLOR, lw=1.2, label='skip connection (channels)'),
+                       Line2D([], [], color=_EMB_COLOR, lw=1, label='embedding $e$ into a ResBlock')],
+              loc='upper center', bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8, frameon=False)
+    ax.set(xlim=(left - 0.1, xr + 0.5), ylim=(-n - 0.7, ye + 0.6), aspect='equal')
+    ax.axis('off')
+    ax.set_title(title or f"U-Net for {c.in_channels}×{c.image_size}×{c.image_size}, {c.levels} levels",
+                 fontsize=10)
+    return ax
