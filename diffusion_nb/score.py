@@ -7,7 +7,7 @@ __all__ = ['perturbed_score', 'esm_loss', 'dsm_loss', 'langevin_step', 'langevin
            'tweedie_denoise', 'annealed_langevin', 'NoiseConditionalScoreMLP', 'ncsn_loss', 'train_score_model',
            'ScoreFromEps']
 
-# %% ../nbs/11_score.ipynb #212aaad1
+# %% ../nbs/11_score.ipynb #440079bf
 import math, numbers
 
 import torch
@@ -19,67 +19,78 @@ from .data import GaussianMixture
 from .schedules import NoiseSchedule
 from .ddpm import NoisePredictorMLP, train_ddpm
 
-# %% ../nbs/11_score.ipynb #91f628d4
+# %% ../nbs/11_score.ipynb #f9e1948d
 def _check_level(v, name, n, allow_zero=False):
     "`v` as a float64 tensor, 0-d or (n,), after checking that its values are finite and > 0 (or >= 0)."
     try: t = torch.as_tensor(v, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError) as e: raise ValueError(f"{name}: expected a number, got {v!r}") from e
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{name}: expected a number, got {v!r}") from e
     if not (t.ndim == 0 or (t.ndim == 1 and t.shape[0] == n)):
-        raise ValueError(f"{name}: expected a float or a ({n},) tensor, one value per row, got shape {tuple(t.shape)}")
+        raise ValueError(f"{name}: expected a float or a ({n},) tensor, one value per row, "
+                         f"got shape {tuple(t.shape)}")
     ok = torch.isfinite(t) & ((t >= 0) if allow_zero else (t > 0))
     if not ok.all():
-        raise ValueError(f"{name}: expected finite values {'>= 0' if allow_zero else '> 0'}, got {t.reshape(-1)[~ok.reshape(-1)][:3].tolist()}")
+        bad = t.reshape(-1)[~ok.reshape(-1)][:3].tolist()
+        raise ValueError(f"{name}: expected finite values {'>= 0' if allow_zero else '> 0'}, got {bad}")
     return t
 
+def _check_shape_like(v, name, ref, ref_name):
+    if v.shape != ref.shape:
+        raise ValueError(f"{name}: expected the shape of {ref_name} {tuple(ref.shape)}, got {tuple(v.shape)}")
+
+# %% ../nbs/11_score.ipynb #115dd281
 def perturbed_score(mixture: GaussianMixture, # the data distribution p(x0)
                     x: torch.Tensor, # points, shape (N, D)
                     scale: float | torch.Tensor = 1.0, # a > 0: a float, or (N,) one per row
                     std: float | torch.Tensor = 0.0, # s >= 0: a float, or (N,) one per row
                    ) -> torch.Tensor: # (N, D)
-    "The exact score of $a x_0 + s\\varepsilon$, $x_0$ from the mixture: $\\nabla\\log q_{\\bar\\alpha}(x/r)/r$, $r^2 = a^2 + s^2$, $\\bar\\alpha = a^2/r^2$."
+    r"The exact score of $a x_0 + s\varepsilon$, $x_0$ from the mixture, rescaled to the DDPM perturbation."
     x64 = mixture._check_x(x)
-    a, s = _check_level(scale, 'scale', len(x)).to(x.device), _check_level(std, 'std', len(x), True).to(x.device)
+    a = _check_level(scale, 'scale', len(x)).to(x.device)
+    s = _check_level(std, 'std', len(x), True).to(x.device)
     r = (a ** 2 + s ** 2).sqrt()
-    ab = (a / r).clamp(max=1) ** 2
+    ab = (a / r).clamp(max=1) ** 2                                               # alpha_bar = a^2 / r^2
     r_x = expand_like(r, x64)
     return (mixture.noised_score(x64 / r_x, ab.item() if ab.ndim == 0 else ab) / r_x).to(x.dtype)
 
-# %% ../nbs/11_score.ipynb #d71613e4
+# %% ../nbs/11_score.ipynb #819d7f4b
 def esm_loss(score_fn, # the model s(x): (N, D) -> (N, D)
              x: torch.Tensor, # points from p, shape (N, ...)
              target: torch.Tensor, # the true score grad log p(x), same shape
             ) -> torch.Tensor: # (N,)
-    "Explicit score matching, per example: $\\tfrac12\\lVert s(x) - \\nabla\\log p(x)\\rVert^2$ (its mean is the Fisher divergence)."
-    if target.shape != x.shape: raise ValueError(f"target: expected the shape of x {tuple(x.shape)}, got {tuple(target.shape)}")
+    r"Explicit score matching per example: $\frac12\lVert s(x) - \nabla\log p(x)\rVert^2$."
+    _check_shape_like(target, 'target', x, 'x')
     return 0.5 * (score_fn(x) - target).pow(2).flatten(1).sum(1)
 
-# %% ../nbs/11_score.ipynb #e1719a90
+# %% ../nbs/11_score.ipynb #547b52e8
 def dsm_loss(score_fn, # the model s(x): (N, D) -> (N, D)
              x0: torch.Tensor, # clean data, shape (N, ...)
              sigma: float | torch.Tensor, # noise level > 0: a float, or (N,) one per example
              eps: torch.Tensor, # standard normal noise of x0's shape
             ) -> torch.Tensor: # (N,)
-    "Denoising score matching (Vincent 2011), per example: $\\tfrac12\\lVert s(x_0 + \\sigma\\varepsilon) + \\varepsilon/\\sigma\\rVert^2$."
-    if eps.shape != x0.shape: raise ValueError(f"eps: expected the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}")
+    r"Denoising score matching: $\frac12\lVert s(x_0+\sigma\varepsilon)+\varepsilon/\sigma\rVert^2$."
+    _check_shape_like(eps, 'eps', x0, 'x0')
     sig = expand_like(_check_level(sigma, 'sigma', len(x0)).to(x0), x0)
     return 0.5 * (score_fn(x0 + sig * eps) + eps / sig).pow(2).flatten(1).sum(1)
 
-# %% ../nbs/11_score.ipynb #9639c64f
+# %% ../nbs/11_score.ipynb #ffa792f6
 def langevin_step(x: torch.Tensor, # current points, shape (B, ...)
                   score: torch.Tensor, # the score at x, same shape
                   step_size: float | torch.Tensor, # delta > 0: a float, or (B,) one per example
                   generator: torch.Generator | None = None, # draws z; on x's device
                  ) -> torch.Tensor:
-    "One unadjusted Langevin step $x + \\tfrac{\\delta}{2}\\,\\mathrm{score} + \\sqrt{\\delta}\\,z$, $z \\sim \\mathcal N(0, I)$."
-    if score.shape != x.shape: raise ValueError(f"score: expected the shape of x {tuple(x.shape)}, got {tuple(score.shape)}")
+    r"Unadjusted Langevin step $x + \frac\delta2\,\mathrm{score} + \sqrt\delta\,z$, $z$ standard normal."
+    _check_shape_like(score, 'score', x, 'x')
     d = expand_like(_check_level(step_size, 'step_size', len(x)).to(x), x)
-    return x + d / 2 * score + d.sqrt() * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x + d / 2 * score + d.sqrt() * z
 
-# %% ../nbs/11_score.ipynb #fd639fbc
+# %% ../nbs/11_score.ipynb #c438f58c
 def _check_count(v, name):
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
         raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
 
+# %% ../nbs/11_score.ipynb #3b48c0f6
 @torch.no_grad()
 def langevin_dynamics(score_fn, # grad log p: (B, ...) -> (B, ...)
                       x: torch.Tensor, # starting points, shape (B, ...)
@@ -89,7 +100,7 @@ def langevin_dynamics(score_fn, # grad log p: (B, ...) -> (B, ...)
                       generator: torch.Generator | None = None, # draws all noise; on x's device
                       return_trajectory: bool = False, # also return [x_0, ..., x_K]
                      ):
-    "Unadjusted Langevin dynamics: `n_steps` steps $x_{k+1} = x_k + \\tfrac{\\delta}{2}\\nabla\\log p(x_k) + \\sqrt\\delta\\, z_k$."
+    r"Unadjusted Langevin dynamics, `n_steps` of $x \gets x + \frac\delta2\nabla\log p(x) + \sqrt\delta\,z$."
     _check_count(n_steps, 'n_steps')
     trajectory = [x]
     for _ in range(n_steps):
@@ -97,41 +108,67 @@ def langevin_dynamics(score_fn, # grad log p: (B, ...) -> (B, ...)
         if return_trajectory: trajectory.append(x)
     return (x, trajectory) if return_trajectory else x
 
-# %% ../nbs/11_score.ipynb #bf15e072
-def ncsn_sigmas(sigma_min: float = 0.01, # sigma_L > 0, the smallest level
-                sigma_max: float = 4.0, # sigma_1 > sigma_min, the largest level
-                L: int = 20, # number of levels, >= 2
-               ) -> torch.Tensor: # (L,) float64, decreasing
-    "Song and Ermon's geometric noise levels $\\sigma_1 = $ `sigma_max` $> \\dots > \\sigma_L = $ `sigma_min`, largest first."
+# %% ../nbs/11_score.ipynb #d80e824b
+def _check_levels_range(sigma_min, sigma_max, L):
+    "Both ends finite and > 0, sigma_min < sigma_max, and an integer L >= 2."
     for name, val in (('sigma_min', sigma_min), ('sigma_max', sigma_max)):
         if not isinstance(val, numbers.Real) or not math.isfinite(val) or val <= 0:
             raise ValueError(f"{name}: expected a finite number > 0, got {val!r}")
     if not sigma_min < sigma_max:
-        raise ValueError(f"sigma_max: expected sigma_max > sigma_min, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
+        raise ValueError(f"sigma_max: expected sigma_max > sigma_min, got sigma_min={sigma_min!r}, "
+                         f"sigma_max={sigma_max!r}")
     if isinstance(L, bool) or not isinstance(L, numbers.Integral) or L < 2:
         raise ValueError(f"L: expected an integer >= 2 (a range needs two ends), got {L!r}")
+
+# %% ../nbs/11_score.ipynb #d4b9f52a
+def ncsn_sigmas(sigma_min: float = 0.01, # sigma_L > 0, the smallest level
+                sigma_max: float = 4.0, # sigma_1 > sigma_min, the largest level
+                L: int = 20, # number of levels, >= 2
+               ) -> torch.Tensor: # (L,) float64, decreasing
+    "Song and Ermon's geometric noise levels, largest first: `sigma_max` down to `sigma_min`."
+    _check_levels_range(sigma_min, sigma_max, L)
     return torch.logspace(math.log10(sigma_max), math.log10(sigma_min), L, dtype=torch.float64)
 
-# %% ../nbs/11_score.ipynb #c43d7914
+# %% ../nbs/11_score.ipynb #29596025
 class OracleScore(nn.Module):
-    "The exact noise-conditional score $\\nabla\\log q_\\sigma(x)$ of a Gaussian mixture perturbed by $\\mathcal N(0, \\sigma^2 I)$, as a model `(x, sigma)`."
+    r"The exact noise-conditional score $\nabla\log q_\sigma$ of a Gaussian mixture, as a model `(x, sigma)`."
     def __init__(self, mixture: GaussianMixture): super().__init__(); self.mixture = mixture
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, y=None) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=torch.float64)
-        # a sampler's step has one level for the whole batch: a scalar lets the oracle share one mixture across rows
+        # a sampler's step has one level for the whole batch: as a scalar, one mixture serves every row
         if sigma.ndim == 1 and len(sigma) and bool((sigma == sigma[0]).all()): sigma = sigma[0]
         return perturbed_score(self.mixture, x, 1.0, sigma.cpu())
 
-# %% ../nbs/11_score.ipynb #90ac7569
+# %% ../nbs/11_score.ipynb #9c293140
 def tweedie_denoise(score_model, # noise-conditional score model(x, sigma)
                     x: torch.Tensor, # noisy points x0 + sigma eps, shape (B, ...)
                     sigma: float, # their noise level
                    ) -> torch.Tensor:
-    "Tweedie's formula $\\mathbb E[x_0 \\mid \\tilde x] = \\tilde x + \\sigma^2\\,\\nabla\\log q_\\sigma(\\tilde x)$."
+    r"Tweedie's formula $\mathbb E[x_0 \mid \tilde x] = \tilde x + \sigma^2\,\nabla\log q_\sigma(\tilde x)$."
     s = torch.full((len(x),), float(sigma), device=x.device, dtype=x.dtype)
     return x + sigma ** 2 * score_model(x, s)
 
-# %% ../nbs/11_score.ipynb #71676e0b
+# %% ../nbs/11_score.ipynb #e0b41f21
+def _check_annealed(sigmas, n_steps_each, eps) -> torch.Tensor:
+    "The levels as float64, after checking them (1-D, positive, decreasing), the step count and epsilon."
+    _check_count(n_steps_each, 'n_steps_each')
+    if not (isinstance(eps, numbers.Real) and math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps: expected a number > 0, got {eps!r}")
+    sig = torch.as_tensor(sigmas, dtype=torch.float64)
+    if sig.ndim != 1 or len(sig) < 1 or not (sig > 0).all() or (sig.diff() >= 0).any():
+        raise ValueError(f"sigmas: expected a 1-D tensor of decreasing positive levels, got {sig.tolist()}")
+    return sig
+
+def _annealed_start(shape, sigma_1, x_init, generator):
+    "x_init (checked against `shape`), or a draw from N(0, sigma_1^2 I) on the generator's device."
+    device = generator.device if generator is not None else torch.device('cpu')
+    if x_init is None: x = sigma_1 * torch.randn(shape, generator=generator, device=device)
+    else: x = x_init.to(device)
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"x_init: expected shape {tuple(shape)}, got {tuple(x.shape)}")
+    return x
+
+# %% ../nbs/11_score.ipynb #85702eb6
 @torch.no_grad()
 def annealed_langevin(score_model, # noise-conditional score model(x, sigma), sigma of shape (B,)
                       sigmas: torch.Tensor, # levels sigma_1 > ... > sigma_L, e.g. from `ncsn_sigmas`
@@ -142,29 +179,28 @@ def annealed_langevin(score_model, # noise-conditional score model(x, sigma), si
                       generator: torch.Generator | None = None, # draws all noise; its device is used
                       denoise: bool = True, # finish with Tweedie's denoiser at sigma_L
                       x_init: torch.Tensor | None = None, # start here instead of N(0, sigma_1^2 I)
-                      return_trajectory: bool = False, # also return the state after each level ([x_init, ..., x_L])
+                      return_trajectory: bool = False, # also return [x_init, ..., x_L], one per level
                       progress: bool = False, # show a progress bar over the levels
                      ):
-    "Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) with steps $\\delta_i = \\epsilon\\,\\sigma_i^2/\\sigma_L^2$."
-    _check_count(n_steps_each, 'n_steps_each')
-    if not (isinstance(eps, numbers.Real) and math.isfinite(eps) and eps > 0): raise ValueError(f"eps: expected a number > 0, got {eps!r}")
-    sig = torch.as_tensor(sigmas, dtype=torch.float64)
-    if sig.ndim != 1 or len(sig) < 1 or not (sig > 0).all() or (sig.diff() >= 0).any():
-        raise ValueError(f"sigmas: expected a 1-D tensor of decreasing positive levels, got {sig.tolist()}")
-    device = generator.device if generator is not None else torch.device('cpu')
-    x = sig[0].item() * torch.randn(shape, generator=generator, device=device) if x_init is None else x_init.to(device)
-    if tuple(x.shape) != tuple(shape): raise ValueError(f"x_init: expected shape {tuple(shape)}, got {tuple(x.shape)}")
+    r"Annealed Langevin dynamics, Song & Ermon's Algorithm 1, $\delta_i = \epsilon\,\sigma_i^2/\sigma_L^2$."
+    sig = _check_annealed(sigmas, n_steps_each, eps)
+    x = _annealed_start(shape, sig[0].item(), x_init, generator)
     trajectory, s_L = [x], sig[-1].item()
     for s in (progress_bar(sig.tolist(), leave=False) if progress else sig.tolist()):
-        level = torch.full((shape[0],), s, device=device, dtype=x.dtype)
-        for _ in range(n_steps_each): x = langevin_step(x, score_model(x, level), eps * s**2 / s_L**2, generator)
+        level = torch.full((shape[0],), s, device=x.device, dtype=x.dtype)
+        delta = eps * s**2 / s_L**2                                   # the same drift-to-noise ratio
+        for _ in range(n_steps_each): x = langevin_step(x, score_model(x, level), delta, generator)
         if return_trajectory: trajectory.append(x)
     if denoise: x = tweedie_denoise(score_model, x, s_L)
     return (x, trajectory) if return_trajectory else x
 
-# %% ../nbs/11_score.ipynb #33c27ca0
+# %% ../nbs/11_score.ipynb #5766a4fc
+def _check_positive_levels(sigma: torch.Tensor):
+    if not (sigma > 0).all(): raise ValueError("sigma: expected noise levels > 0")
+
+# %% ../nbs/11_score.ipynb #d68f2e1e
 class NoiseConditionalScoreMLP(nn.Module):
-    "$s_\\theta(x, \\sigma) = -\\epsilon_\\theta(x, c \\log\\sigma)/\\sigma$ for vector data, with $\\epsilon_\\theta$ a `NoisePredictorMLP`."
+    r"$s_\theta(x, \sigma) = -\epsilon_\theta(x, c\log\sigma)/\sigma$, $\epsilon_\theta$ a residual MLP."
     def __init__(self,
                  dim: int = 2, # data dimension D
                  width: int = 128, # hidden width
@@ -176,51 +212,59 @@ class NoiseConditionalScoreMLP(nn.Module):
         self.net, self.log_sigma_scale = NoisePredictorMLP(dim, width, depth, time_dim), log_sigma_scale
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, y=None) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, device=x.device, dtype=x.dtype).expand(len(x))
-        if not (sigma > 0).all(): raise ValueError("sigma: expected noise levels > 0")
+        _check_positive_levels(sigma)
         return -self.net(x, self.log_sigma_scale * sigma.log()) / expand_like(sigma, x)
 
-# %% ../nbs/11_score.ipynb #84baa515
+# %% ../nbs/11_score.ipynb #5da0082a
 def ncsn_loss(model, # noise-conditional score model(x, sigma)
               x0: torch.Tensor, # clean data, shape (B, ...)
               sigmas: torch.Tensor, # the L noise levels
               generator: torch.Generator | None = None, # draws levels and noise; on x0's device
              ) -> torch.Tensor: # scalar
-    "Song and Ermon's objective: the mean over examples of $\\lambda(\\sigma)\\tfrac12\\lVert s_\\theta(x_0+\\sigma\\varepsilon, \\sigma) + \\varepsilon/\\sigma\\rVert^2$, $\\sigma$ uniform over the levels, $\\lambda = \\sigma^2$."
+    r"Song and Ermon's objective: DSM weighted by $\lambda = \sigma^2$, $\sigma$ uniform over the levels."
     sig_all = torch.as_tensor(sigmas, device=x0.device, dtype=x0.dtype)
     idx = torch.randint(0, len(sig_all), (len(x0),), generator=generator, device=x0.device)
     sig = sig_all[idx]                                                           # (B,)
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     return (sig ** 2 * dsm_loss(lambda x: model(x, sig), x0, sig, eps)).mean()
 
-# %% ../nbs/11_score.ipynb #bd1dc372
+# %% ../nbs/11_score.ipynb #f684a435
 class _OnDevice(nn.Module):
     "Stand-in for `train_ddpm`'s schedule, which it only asks for its device (`.betas.device`)."
-    def __init__(self, device): super().__init__(); self.register_buffer('betas', torch.empty(0, device=device))
+    def __init__(self, device):
+        super().__init__()
+        self.register_buffer('betas', torch.empty(0, device=device))
 
 def train_score_model(model: nn.Module, # the model to train (in place)
-                      loss_fn, # loss_fn(model, x0, generator) -> scalar, e.g. `ncsn_loss` with its levels bound
+                      loss_fn, # loss_fn(model, x0, generator) -> scalar, e.g. `ncsn_loss`
                       data: torch.Tensor, # (N, ...) training set
                       *,
                       device: str | torch.device | None = None, # where to train; `None`: data's device
-                      **kwargs, # passed on to `train_ddpm`: steps, batch_size, lr, warmup, ema_decay, seed, progress
+                      **kwargs, # to `train_ddpm`: steps, batch_size, lr, warmup, ema_decay, seed, progress
                      ) -> tuple[nn.Module, list[float]]:
-    "Train any score model with `train_ddpm`'s loop (AdamW, warm-up, cosine decay, EMA); returns the EMA model and the losses."
+    "Train a score model with `train_ddpm`'s loop (AdamW, warm-up, cosine decay, EMA): EMA model, losses."
     return train_ddpm(model, _OnDevice(torch.device(device) if device is not None else data.device), data,
                       loss_fn=lambda m, _, x0, y, generator: loss_fn(m, x0, generator), **kwargs)
 
-# %% ../nbs/11_score.ipynb #d652f651
+# %% ../nbs/11_score.ipynb #86b38590
+def _check_noise(noise):
+    if not (isinstance(noise, NoiseSchedule) or callable(getattr(noise, 'marginal_std', None))):
+        raise ValueError(f"noise: expected a NoiseSchedule or an object with a marginal_std(t) method, "
+                         f"got {type(noise).__name__}")
+
+# %% ../nbs/11_score.ipynb #ff3bf24d
 class ScoreFromEps(nn.Module):
-    "The score model $s(x_t, t) = -\\epsilon_\\theta(x_t, t)/\\mathrm{std}(t)$ of a noise predictor $\\epsilon_\\theta$."
+    r"The score model $-\epsilon_\theta(x_t, t)/\mathrm{std}(t)$ of a noise predictor $\epsilon_\theta$."
     def __init__(self,
                  model: nn.Module, # eps-predicting model(x_t, t[, y])
                  noise, # a `NoiseSchedule` (std = sqrt(1 - alpha_bar_t)), or an object with `marginal_std(t)`
                 ):
         super().__init__()
-        if not (isinstance(noise, NoiseSchedule) or callable(getattr(noise, 'marginal_std', None))):
-            raise ValueError(f"noise: expected a NoiseSchedule or an object with a marginal_std(t) method, got {type(noise).__name__}")
+        _check_noise(noise)
         self.model, self.noise = model, noise
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if isinstance(self.noise, NoiseSchedule): std = self.noise.sqrt_one_minus_alpha_bar[self.noise.check_t(t)]
-        else: std = self.noise.marginal_std(t)
+        if isinstance(self.noise, NoiseSchedule):                              # integer timesteps
+            std = self.noise.sqrt_one_minus_alpha_bar[self.noise.check_t(t)]
+        else: std = self.noise.marginal_std(t)                                  # continuous times
         eps = self.model(x, t) if y is None else self.model(x, t, y)
         return -eps / expand_like(std.to(eps), eps)
