@@ -4,21 +4,23 @@
 
 # %% auto #0
 __all__ = ['IMAGE_DEFAULTS', 'GUIDANCE_SCALE', 'CLASSIFIER_STEPS', 'POINT_DEFAULTS', 'DEFAULT_CONFIG', 'build_parser',
-           'train_points', 'train_images', 'sample', 'benchmark', 'train', 'main']
+           'BoxClippedEps', 'train_points', 'train_images', 'sample', 'benchmark', 'train', 'main']
 
-# %% ../nbs/90_cli.ipynb #567592e3
+# %% ../nbs/90_cli.ipynb #cb4dd099
 import argparse, json, math, os, resource, sys, time
 from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import torch
+from torch import nn
 
-from .core import (get_device, make_generator, image_grid, save_checkpoint, load_checkpoint, seed_everything,
-                               show_point_sets)
-from .data import (TOY_DATASETS, DATASETS, dataset_info, load_dataset, mixture_report, noise_floor,
-                               ring_mixture, sample_toy, sliced_wasserstein)
+from .core import (get_device, make_generator, image_grid, save_checkpoint, load_checkpoint,
+                               seed_everything, show_point_sets)
+from .data import TOY_DATASETS, ring_mixture, sample_toy
+from .images import DATASETS, dataset_info, load_dataset
+from .measures import mixture_report, noise_floor, sliced_wasserstein
 from .schedules import make_schedule
-from .posterior import sample_ddpm
+from .posterior import sample_ddpm, x0_from_eps, eps_from_x0
 from .ddpm import NoisePredictorMLP, train_ddpm, simple_loss
 from .unet import UNet, UNET_CONFIGS
 from .train import TrainConfig, Trainer, SAMPLERS, generate, load_model
@@ -26,11 +28,11 @@ from .metrics import digits_classifier, train_classifier, conditional_accuracy, 
 from .guidance import (GUIDANCE_KINDS, guided_model, NoisyImageClassifier, train_noisy_classifier,
                                    save_noisy_classifier, load_noisy_classifier)
 
-# %% ../nbs/90_cli.ipynb #af8e4093
+# %% ../nbs/90_cli.ipynb #52c96bc2
 def _number(kind, low, strict=True):
     "An argparse type: `kind` (int or float), finite, > low (or >= low if not `strict`)."
-    words = {(int, 0, True): 'a positive integer', (int, 0, False): 'a non-negative integer', (float, 0, True): 'a positive number',
-             (float, 0, False): 'a finite number >= 0'}
+    words = {(int, 0, True): 'a positive integer', (int, 0, False): 'a non-negative integer',
+             (float, 0, True): 'a positive number', (float, 0, False): 'a finite number >= 0'}
     def parse(s: str):
         try: v = kind(s)
         except ValueError: v = None
@@ -42,30 +44,42 @@ def _number(kind, low, strict=True):
 _positive_int, _seed, _positive_float = _number(int, 0), _number(int, 0, strict=False), _number(float, 0)
 _scale = _number(float, 0, strict=False)
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    "argparse's ' (default: X)', added only where the help states no default itself and X is a value."
+    def _get_help_string(self, action):
+        if '(default:' in (action.help or '') or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
 def _add_guidance(group):
-    group.add_argument('--guidance', choices=GUIDANCE_KINDS, default='none', help='guidance of the sampler (chapter guidance)')
+    group.add_argument('--guidance', choices=GUIDANCE_KINDS, default='none',
+                       help='guidance of the sampler (chapter guidance)')
     group.add_argument('--guidance-scale', type=_scale, default=GUIDANCE_SCALE,
                        help='guidance scale s: 0 ignores the label, 1 conditions, > 1 sharpens')
 
-IMAGE_DEFAULTS = dict(steps=TrainConfig.steps, batch_size=TrainConfig.batch_size, lr=TrainConfig.lr, n_samples=1000)
-GUIDANCE_SCALE = 2.0     # the default --guidance-scale: the FID-best classifier-free scale on the digits (chapter guidance)
+IMAGE_DEFAULTS = dict(steps=TrainConfig.steps, batch_size=TrainConfig.batch_size, lr=TrainConfig.lr,
+                      n_samples=1000)
+GUIDANCE_SCALE = 2.0     # default --guidance-scale: the FID-best classifier-free scale (chapter guidance)
 CLASSIFIER_STEPS = 800   # training steps of the noise-aware classifier for classifier guidance (batch 128)
 POINT_DEFAULTS = dict(steps=4000, batch_size=1024, lr=3e-3, n_samples=20_000, n_train=50_000)
 DEFAULT_CONFIG = {'digits': 'nano', 'mnist': 'nano', 'fashion_mnist': 'nano', 'cifar10': 'small'}
 
 def _add_train(sub):
     t = sub.add_parser('train', help='train a diffusion model, sample it, score it and plot it',
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_HelpFormatter)
     d = lambda kind: f"(default: {IMAGE_DEFAULTS[kind]} for images, {POINT_DEFAULTS[kind]} for 2-D data)"
     t.add_argument('--dataset', choices=DATASETS + TOY_DATASETS, default='digits', help='training data')
     t.add_argument('--steps', type=_positive_int, default=None, help=f'optimisation steps {d("steps")}')
-    t.add_argument('--batch-size', type=_positive_int, default=None, help=f'examples per step {d("batch_size")}')
+    t.add_argument('--batch-size', type=_positive_int, default=None,
+                   help=f'examples per step {d("batch_size")}')
     t.add_argument('--lr', type=_positive_float, default=None, help=f'peak learning rate {d("lr")}')
-    t.add_argument('--n-samples', type=_positive_int, default=None, help=f'samples drawn and scored {d("n_samples")}')
+    t.add_argument('--n-samples', type=_positive_int, default=None,
+                   help=f'samples drawn and scored {d("n_samples")}')
     t.add_argument('--schedule', choices=('linear', 'cosine'), default='linear', help='noise schedule')
     t.add_argument('--T', type=_positive_int, default=1000, help='diffusion steps')
     t.add_argument('--n-train', type=_positive_int, default=None,
-                   help='training examples (default: the whole training split for images, 50000 for 2-D data)')
+                   help=f"training examples (default: the whole training split for images, "
+                        f"{POINT_DEFAULTS['n_train']} for 2-D data)")
     t.add_argument('--seed', type=_seed, default=0, help='seed for data, training and sampling')
     t.add_argument('--device', default=None, help='cpu, cuda, cuda:N or mps (default: best available)')
     t.add_argument('--out', default=None, help='output folder (default: runs/<dataset>)')
@@ -74,28 +88,37 @@ def _add_train(sub):
     g.add_argument('--config', choices=tuple(UNET_CONFIGS), default=None,
                    help='U-Net size (default: nano for 28x28 data, small for cifar10)')
     g.add_argument('--resume', nargs='?', const='', default=None, metavar='CHECKPOINT',
-                   help='continue a run: from CHECKPOINT, or without one from <out>/checkpoint.pt')
-    g.add_argument('--sampler', choices=tuple(SAMPLERS), default='dpmpp', help='sampler for the scored samples')
-    g.add_argument('--sample-steps', type=_positive_int, default=20, help='sampler steps for the scored samples')
-    g.add_argument('--data-root', default=None, help='folder of the torchvision datasets (see data_root)')
-    g.add_argument('--download', action='store_true', help='let torchvision download MNIST, Fashion-MNIST or CIFAR-10')
-    g.add_argument('--checkpoint-every', type=_seed, default=TrainConfig.checkpoint_every, help='steps between checkpoints')
+                   help='continue a run: from CHECKPOINT, or without one from <out>/checkpoint.pt '
+                        '(default: a fresh run)')
+    g.add_argument('--sampler', choices=tuple(SAMPLERS), default='dpmpp',
+                   help='sampler for the scored samples')
+    g.add_argument('--sample-steps', type=_positive_int, default=20,
+                   help='sampler steps for the scored samples')
+    g.add_argument('--data-root', default=None,
+                   help='folder of the torchvision datasets '
+                        '(default: $DIFFUSION_NB_DATA, else ~/.cache/diffusion_nb/datasets)')
+    g.add_argument('--download', action='store_true',
+                   help='let torchvision download MNIST, Fashion-MNIST or CIFAR-10')
+    g.add_argument('--checkpoint-every', type=_seed, default=TrainConfig.checkpoint_every,
+                   help='steps between checkpoints')
     g.add_argument('--sample-every', type=_seed, default=0, help='steps between sample grids (0: none)')
     _add_guidance(g)
     g.add_argument('--classifier-steps', type=_positive_int, default=CLASSIFIER_STEPS,
                    help='training steps of the noise-aware classifier for --guidance classifier')
     g.add_argument('--bf16', action='store_true', help='bfloat16 autocast (GPU)')
     g.add_argument('--compile', action='store_true', help='torch.compile the model (GPU)')
-    g.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=TrainConfig.channels_last,
+    g.add_argument('--channels-last', action=argparse.BooleanOptionalAction,
+                   default=TrainConfig.channels_last,
                    help='channels-last memory layout (faster on CPUs and GPUs)')
     g = t.add_argument_group('2-D data')
-    g.add_argument('--variance', choices=('beta', 'beta_tilde'), default='beta_tilde', help='reverse-process variance')
+    g.add_argument('--variance', choices=('beta', 'beta_tilde'), default='beta_tilde',
+                   help='reverse-process variance')
     g.add_argument('--width', type=_positive_int, default=128, help='hidden width of the MLP')
     g.add_argument('--depth', type=_positive_int, default=3, help='residual blocks of the MLP')
 
 def _add_sample(sub):
     s = sub.add_parser('sample', help='draw images from a checkpoint written by train',
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_HelpFormatter)
     s.add_argument('checkpoint', help='checkpoint.pt of an image run')
     s.add_argument('--n', type=_positive_int, default=100, help='number of images')
     s.add_argument('--labels', default=None, help='comma-separated class labels, cycled over the images '
@@ -104,17 +127,20 @@ def _add_sample(sub):
     s.add_argument('--steps', type=_positive_int, default=20, help='sampler steps (model calls per image)')
     s.add_argument('--seed', type=_seed, default=0, help='seed of the starting noise')
     s.add_argument('--device', default=None, help='cpu, cuda, cuda:N or mps (default: best available)')
-    s.add_argument('--out', default='samples.png', help='image grid to write; a .pt name saves the tensor instead')
+    s.add_argument('--out', default='samples.png',
+                   help='image grid to write; a .pt name saves the tensor instead')
     _add_guidance(s)
-    s.add_argument('--classifier', default=None, help='classifier.pt of a run trained with --guidance classifier')
+    s.add_argument('--classifier', default=None,
+                   help='classifier.pt of a run trained with --guidance classifier')
 
 def _add_benchmark(sub):
     b = sub.add_parser('benchmark', help='training and sampling speed of a U-Net: tuned vs plain fp32',
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_HelpFormatter)
     b.add_argument('--config', choices=tuple(UNET_CONFIGS), default='nano', help='U-Net size')
     b.add_argument('--batch-size', type=_positive_int, default=64, help='training batch')
     b.add_argument('--sample-batch', type=_positive_int, default=500, help='images per sampling step')
-    b.add_argument('--steps', type=_positive_int, default=20, help='timed steps of each kind (after 3 warm-up steps)')
+    b.add_argument('--steps', type=_positive_int, default=20,
+                   help='timed steps of each kind (after 3 warm-up steps)')
     b.add_argument('--device', default=None, help='cpu, cuda, cuda:N or mps (default: best available)')
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,7 +150,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub); _add_sample(sub); _add_benchmark(sub)
     return p
 
-# %% ../nbs/90_cli.ipynb #0156dbf2
+# %% ../nbs/90_cli.ipynb #f643fb5e
+def _point_recipe(steps: int) -> tuple[int, float]:
+    "Warm-up steps and EMA decay of a 2-D run: train_ddpm's 200 and 0.995, each capped at a tenth of the run."
+    return max(1, min(200, steps // 10)), min(0.995, max(0.0, 1 - 10 / steps))
+
+class BoxClippedEps(nn.Module):
+    "eps_theta whose implied x_0 is clipped to the box [lo, hi]: Algorithm 2's `clip_x0` for any box."
+    def __init__(self, model: nn.Module, schedule, lo: torch.Tensor, hi: torch.Tensor):
+        super().__init__()
+        self.model, self.schedule = model, schedule
+        self.register_buffer('lo', torch.as_tensor(lo, dtype=torch.float32))  # (D,) each coordinate's lowest
+        self.register_buffer('hi', torch.as_tensor(hi, dtype=torch.float32))  # (D,) and highest value
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        eps = self.model(x_t, t) if y is None else self.model(x_t, t, y)
+        x0 = x0_from_eps(self.schedule, x_t, t, eps).clamp(self.lo, self.hi)  # (x_t - √(1-ᾱ) ε) / √ᾱ, clipped
+        return eps_from_x0(self.schedule, x_t, t, x0)                         # (x_t - √ᾱ x̂0) / √(1-ᾱ)
+
+# %% ../nbs/90_cli.ipynb #449cfac0
 def _score_points(dataset: str, samples: torch.Tensor, seed: int) -> dict:
     "Sliced distance to fresh data with its noise floor; for the ring, also the oracle's shares and widths."
     if dataset == 'ring':
@@ -139,62 +182,74 @@ def _score_points(dataset: str, samples: torch.Tensor, seed: int) -> dict:
 def _plot_losses(path, losses, ylabel):
     fig, ax = plt.subplots(figsize=(6, 3))
     k = max(1, len(losses) // 200)
-    ax.plot([k * i for i in range(len(losses) // k)], torch.tensor(losses[:len(losses) // k * k]).view(-1, k).mean(1))
+    smooth = torch.tensor(losses[:len(losses) // k * k]).view(-1, k).mean(1)
+    ax.plot([k * i for i in range(len(losses) // k)], smooth)
     ax.set(xlabel='step', ylabel=ylabel, yscale='log', title='training loss')
     fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
 
 def _save_point_figures(out: str, data, samples, trajectory, losses, title: str):
     lim = 1.05 * max(data.abs().max().item(), 1.0)
     show_point_sets({'data': data, 'samples': samples}, lim=lim, s=0.5)
-    plt.suptitle(title); plt.tight_layout(); plt.savefig(os.path.join(out, 'samples.png'), dpi=120); plt.close()
+    plt.suptitle(title); plt.tight_layout()
+    plt.savefig(os.path.join(out, 'samples.png'), dpi=120); plt.close()
     T = len(trajectory) - 1
     idx = [0, T // 2, 3 * T // 4, 7 * T // 8, 15 * T // 16, T]
     show_point_sets({f't = {T - i}': trajectory[i] for i in idx}, lim=lim, size=2.2, s=0.5)
     plt.savefig(os.path.join(out, 'trajectory.png'), dpi=120); plt.close()
     _plot_losses(os.path.join(out, 'loss.png'), losses, 'L_simple')
 
+# %% ../nbs/90_cli.ipynb #9d2e9540
 def train_points(args: argparse.Namespace, out: str, device: torch.device) -> dict:
-    "The 2-D job: train the MLP of chapter ddpm, sample with Algorithm 2, score, write figures, model and metrics."
+    "The 2-D job: chapter ddpm's MLP trained with L_simple, sampled with Algorithm 2, scored, plotted, saved."
     seed_everything(args.seed)
     data = sample_toy(args.dataset, args.n_train, generator=make_generator(args.seed))
     schedule = make_schedule(args.schedule, args.T).to(device)
     config = dict(dim=2, width=args.width, depth=args.depth)
+    warmup, ema_decay = _point_recipe(args.steps)                     # each at most a tenth of the run
     start = time.time()
-    model, losses = train_ddpm(NoisePredictorMLP(**config), schedule, data, steps=args.steps, batch_size=args.batch_size,
-                               lr=args.lr, seed=args.seed, progress=not args.quiet)
+    model, losses = train_ddpm(NoisePredictorMLP(**config), schedule, data, steps=args.steps,
+                               batch_size=args.batch_size, lr=args.lr, warmup=warmup, ema_decay=ema_decay,
+                               seed=args.seed, progress=not args.quiet)
     train_s = time.time() - start
-    samples, trajectory = sample_ddpm(model, schedule, (args.n_samples, 2), variance=args.variance,
-                                      generator=make_generator(args.seed + 1, device), return_trajectory=True,
+    box = data.min(0).values, data.max(0).values                      # the training data's extent
+    samples, trajectory = sample_ddpm(BoxClippedEps(model, schedule, *box).to(device), schedule,
+                                      (args.n_samples, 2), variance=args.variance, return_trajectory=True,
+                                      generator=make_generator(args.seed + 1, device),
                                       progress=not args.quiet)
     samples, trajectory = samples.cpu(), [x[:4000].cpu() for x in trajectory]
-    metrics = {**_score_points(args.dataset, samples, args.seed), 'train_seconds': round(train_s, 1),
-               'final_loss': sum(losses[-100:]) / len(losses[-100:]), 'device': str(device)}
-    save_checkpoint({'model': model.state_dict(), 'model_config': config,
-                     'schedule': {'name': args.schedule, 'T': args.T}, 'args': vars(args), 'metrics': metrics},
+    metrics = {**_score_points(args.dataset, samples, args.seed),
+               'spread': (samples.std() / data.std()).item(),                # 1: the data's scale
+               'train_seconds': round(train_s, 1), 'final_loss': sum(losses[-100:]) / len(losses[-100:]),
+               'warmup': warmup, 'ema_decay': ema_decay, 'device': str(device)}
+    save_checkpoint({'model': model.state_dict(), 'model_config': config, 'x0_box': [b.tolist() for b in box],
+                     'schedule': {'name': args.schedule, 'T': args.T}, 'args': vars(args),
+                     'metrics': metrics},
                     os.path.join(out, 'model.pt'))
     _save_point_figures(out, data[:args.n_samples], samples, trajectory, losses,
                         f"{args.dataset}: swd {metrics['swd']:.4f} (noise floor {metrics['floor']:.4f})")
     return metrics
 
-# %% ../nbs/90_cli.ipynb #7dbce31d
+# %% ../nbs/90_cli.ipynb #6a0f282e
 def _unet_for(dataset: str, config_name: str | None) -> UNet:
-    "The named U-Net config, fitted to the dataset's channels, size and classes (an error says why it cannot be)."
+    "The named U-Net config fitted to the dataset's channels, size and classes (or an error saying why not)."
     info = dataset_info(dataset)
     name = config_name or DEFAULT_CONFIG[dataset]
-    try: cfg = replace(UNET_CONFIGS[name], in_channels=info['channels'], image_size=info['size'], num_classes=info['num_classes'])
+    try: cfg = replace(UNET_CONFIGS[name], in_channels=info['channels'], image_size=info['size'],
+                       num_classes=info['num_classes'])
     except ValueError as e:
-        raise ValueError(f"config: {name!r} does not fit the {info['channels']}x{info['size']}x{info['size']} images "
-                         f"of {dataset} ({e})") from None
+        c, s = info['channels'], info['size']
+        raise ValueError(f"config: {name!r} does not fit the {c}x{s}x{s} images of {dataset} ({e})") from None
     return UNet(cfg)
 
 def _classifier_for(dataset: str, args, device):
     "A classifier of real images of `dataset`, to score samples with."
     if dataset == 'digits': return digits_classifier(device=device)
     x, y = load_dataset(dataset, args.data_root, train=True, download=args.download)
-    return train_classifier(x, y, num_classes=dataset_info(dataset)['num_classes'], device=device, steps=2000, batch_size=64)
+    return train_classifier(x, y, num_classes=dataset_info(dataset)['num_classes'], device=device, steps=2000,
+                            batch_size=64)
 
 def _resume_from(args, out) -> dict | None:
-    "The checkpoint to resume from, read (None for a fresh run); refuses to start a fresh run over an earlier one."
+    "The checkpoint to resume from, read (None for a fresh run); refuses a fresh run over an earlier one."
     ckpt = os.path.join(out, 'checkpoint.pt')
     if args.resume is None:
         if os.path.exists(ckpt):
@@ -205,78 +260,88 @@ def _resume_from(args, out) -> dict | None:
     if not os.path.isfile(path): raise ValueError(f"resume: no checkpoint at {path!r}")
     return load_checkpoint(path)
 
-# %% ../nbs/90_cli.ipynb #43545f78
+# %% ../nbs/90_cli.ipynb #94f87264
 def _save_grid(path, images, nrow):
     grid = image_grid(images, nrow=nrow)
     plt.imsave(path, grid[..., 0] if grid.shape[-1] == 1 else grid, cmap='gray', vmin=0, vmax=1)
 
 def _denoising_strip(trainer: Trainer, guide, sampler: str, steps: int, seed: int) -> torch.Tensor:
-    "x_T, ..., x_0 of one sample per class (11 states, evenly spaced over the sampler's steps): (K * 11, C, H, W)."
+    "x_T, ..., x_0 of one sample per class, 11 states evenly spaced over the steps: (K * 11, C, H, W)."
     K = trainer.num_classes
     x, traj = SAMPLERS[sampler](guide.eval(), trainer.schedule, (K, *trainer.images.shape[1:]), steps=steps,
-                                y=torch.arange(K, device=trainer.device), generator=make_generator(seed, trainer.device),
-                                clip_x0=True, return_trajectory=True)
-    return torch.stack([traj[k].cpu() for k in torch.linspace(0, steps, 11).round().long().tolist()], 1).flatten(0, 1)
+                                y=torch.arange(K, device=trainer.device), clip_x0=True,
+                                generator=make_generator(seed, trainer.device), return_trajectory=True)
+    keep = torch.linspace(0, steps, 11).round().long().tolist()
+    return torch.stack([traj[k].cpu() for k in keep], 1).flatten(0, 1)
 
+def _noisy_classifier(trainer: Trainer, args, out: str):
+    "For classifier guidance: the run's classifier.pt if resuming, else one trained on its data and saved."
+    path = os.path.join(out, 'classifier.pt')
+    if args.resume is not None and os.path.isfile(path):
+        return load_noisy_classifier(path, trainer.schedule, trainer.device)
+    torch.manual_seed(args.seed)
+    classifier = NoisyImageClassifier(trainer.model.config, trainer.num_classes)
+    train_noisy_classifier(classifier, trainer.schedule, trainer.images, trainer.labels,
+                           steps=args.classifier_steps, batch_size=128, seed=args.seed, device=trainer.device,
+                           progress=not args.quiet)
+    save_noisy_classifier(classifier, trainer.schedule, path)
+    return classifier
+
+# %% ../nbs/90_cli.ipynb #d074b700
 def _score_images(trainer: Trainer, guide, classifier, args) -> dict:
-    "Conditional accuracy of args.n_samples samples, 1/K of each class, with per-class accuracy and the top confusion."
+    "Conditional accuracy of args.n_samples samples, 1/K of each class, per class, and the top confusion."
     K = trainer.num_classes
     labels = torch.arange(args.n_samples) % K
     start = time.time()
     samples = generate(guide, trainer.schedule, (args.n_samples, *trainer.images.shape[1:]), labels=labels,
                        sampler=args.sampler, steps=args.sample_steps, seed=args.seed + 1)
     sample_s = time.time() - start
-    C = confusion_matrix(classifier, samples, labels).double()
+    C = confusion_matrix(classifier, samples, labels).double()          # C[j, k]: asked for j, read as k
     off = C - torch.diag(torch.diag(C))
     j, k = divmod(off.argmax().item(), K)
     return dict(conditional_accuracy=C.trace().item() / C.sum().item(),
                 per_class_accuracy=(C.diag() / C.sum(1)).tolist(),
                 top_confusion=f"{int(off[j, k])} of class {j} read as {k}",
                 sample_seconds=round(sample_s, 1), sampler=args.sampler, sample_steps=args.sample_steps,
-                guidance=args.guidance, guidance_scale=args.guidance_scale if args.guidance != 'none' else None)
+                guidance=args.guidance,
+                guidance_scale=args.guidance_scale if args.guidance != 'none' else None)
 
-def _noisy_classifier(trainer: Trainer, args, out: str):
-    "For classifier guidance: the run's classifier.pt if resuming, else a noise-aware classifier trained on its data and saved."
-    path = os.path.join(out, 'classifier.pt')
-    if args.resume is not None and os.path.isfile(path): return load_noisy_classifier(path, trainer.schedule, trainer.device)
-    torch.manual_seed(args.seed)
-    classifier = NoisyImageClassifier(trainer.model.config, trainer.num_classes)
-    train_noisy_classifier(classifier, trainer.schedule, trainer.images, trainer.labels, steps=args.classifier_steps,
-                           batch_size=128, seed=args.seed, device=trainer.device, progress=not args.quiet)
-    save_noisy_classifier(classifier, trainer.schedule, path)
-    return classifier
-
+# %% ../nbs/90_cli.ipynb #ffe8234c
 def train_images(args: argparse.Namespace, out: str, device: torch.device) -> dict:
-    "The image job: train a class-conditional U-Net, sample it, score it by conditional accuracy, write figures."
-    resume = _resume_from(args, out)                                    # read first: a bad file fails before any work
+    "The image job: train a class-conditional U-Net, sample it, score its conditional accuracy, plot it."
+    resume = _resume_from(args, out)                        # read first: a bad file fails before any work
     model = _unet_for(args.dataset, args.config)
     x, y = load_dataset(args.dataset, args.data_root, train=True, download=args.download, n=args.n_train)
-    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, bf16=args.bf16,
-                         compile=args.compile, channels_last=args.channels_last, checkpoint_every=args.checkpoint_every,
-                         sample_every=args.sample_every, warmup=min(TrainConfig.warmup, args.steps))
-    trainer = Trainer(model, make_schedule(args.schedule, args.T), x, y, config=config, out_dir=out, device=device,
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         bf16=args.bf16, compile=args.compile, channels_last=args.channels_last,
+                         checkpoint_every=args.checkpoint_every, sample_every=args.sample_every,
+                         warmup=min(TrainConfig.warmup, args.steps))
+    trainer = Trainer(model, make_schedule(args.schedule, args.T), x, y, config=config, out_dir=out,
+                      device=device,
                       meta=dict(dataset=args.dataset, config=args.config or DEFAULT_CONFIG[args.dataset]))
     if resume: trainer.load_state_dict(resume)
     start, first = time.time(), trainer.step
     trainer.fit(progress=not args.quiet)
     train_s = time.time() - start
     noisy = _noisy_classifier(trainer, args, out) if args.guidance == 'classifier' else None
-    guide = guided_model(trainer.ema.module, trainer.schedule, args.guidance, args.guidance_scale, noisy, config.label_dropout)
+    guide = guided_model(trainer.ema.module, trainer.schedule, args.guidance, args.guidance_scale, noisy,
+                         config.label_dropout)
     classifier = _classifier_for(args.dataset, args, device)
-    metrics = dict(_score_images(trainer, guide, classifier, args), train_seconds=round(train_s, 1), steps=trainer.step,
-                   steps_this_run=trainer.step - first, final_loss=sum(trainer.losses[-100:]) / len(trainer.losses[-100:]),
-                   device=str(device), parameters=sum(p.numel() for p in model.parameters()))
+    metrics = dict(_score_images(trainer, guide, classifier, args), train_seconds=round(train_s, 1),
+                   steps=trainer.step, steps_this_run=trainer.step - first,
+                   final_loss=sum(trainer.losses[-100:]) / len(trainer.losses[-100:]), device=str(device),
+                   parameters=sum(p.numel() for p in model.parameters()))
     per_class = torch.arange(trainer.num_classes).repeat_interleave(10)
-    grid = generate(guide, trainer.schedule, (len(per_class), *x.shape[1:]), labels=per_class, sampler=args.sampler,
-                    steps=args.sample_steps, seed=args.seed + 2)
+    grid = generate(guide, trainer.schedule, (len(per_class), *x.shape[1:]), labels=per_class,
+                    sampler=args.sampler, steps=args.sample_steps, seed=args.seed + 2)
     _save_grid(os.path.join(out, 'samples.png'), grid, nrow=10)
     strip = _denoising_strip(trainer, guide, args.sampler, args.sample_steps, args.seed + 3)
     _save_grid(os.path.join(out, 'denoising.png'), strip, nrow=11)
     return metrics
 
-# %% ../nbs/90_cli.ipynb #c5e624c8
+# %% ../nbs/90_cli.ipynb #1b740a09
 def _parse_labels(text: str | None, n: int, num_classes: int | None) -> torch.Tensor | None:
-    "Labels for n images: the given comma-separated list cycled, or every class in turn; None for an unconditional model."
+    "Labels for n images: the comma-separated list cycled, or every class in turn; None if unconditional."
     if num_classes is None:
         if text is not None: raise ValueError("labels: this model is unconditional")
         return None
@@ -287,11 +352,25 @@ def _parse_labels(text: str | None, n: int, num_classes: int | None) -> torch.Te
         raise ValueError(f"labels: expected values in [0, {num_classes}) for this model, got {text!r}")
     return torch.tensor(given).repeat(math.ceil(n / len(given)))[:n]
 
+def _check_sample_steps(steps: int, T: int):
+    if steps > T: raise ValueError(f"steps: expected at most the model's T = {T}, got {steps}")
+
+def _write_images(path: str, images: torch.Tensor, labels, nrow):
+    "An image grid (or, for a .pt name, the tensors), written atomically."
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.{os.getpid()}.tmp{ext}"
+    try:
+        if ext == '.pt': save_checkpoint({'images': images, 'labels': labels}, path)
+        else: _save_grid(tmp, images, nrow); os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp): os.remove(tmp)
+
+# %% ../nbs/90_cli.ipynb #3289062e
 def sample(args: argparse.Namespace) -> str:
     "The `sample` job: images from a checkpoint; returns the path written."
     device = get_device(args.device)
     model, schedule, info = load_model(args.checkpoint, device=device)
-    if args.steps > schedule.T: raise ValueError(f"steps: expected at most the model's T = {schedule.T}, got {args.steps}")
+    _check_sample_steps(args.steps, schedule.T)
     noisy = None if args.classifier is None else load_noisy_classifier(args.classifier, schedule, device)
     guide = guided_model(model, schedule, args.guidance, args.guidance_scale, noisy, info['label_dropout'])
     K = model.config.num_classes if noisy is None else noisy.classes
@@ -299,23 +378,16 @@ def sample(args: argparse.Namespace) -> str:
     c = model.config
     images = generate(guide, schedule, (args.n, c.in_channels, c.image_size, c.image_size), labels=labels,
                       sampler=args.sampler, steps=args.steps, seed=args.seed)
-    root, ext = os.path.splitext(args.out)
-    tmp = f"{root}.{os.getpid()}.tmp{ext}"
-    try:
-        if ext == '.pt': save_checkpoint({'images': images, 'labels': labels}, args.out)
-        else:
-            nrow = K if labels is not None and args.labels is None and args.n % K == 0 else None
-            _save_grid(tmp, images, nrow); os.replace(tmp, args.out)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
+    nrow = K if labels is not None and args.labels is None and args.n % K == 0 else None   # a row per class
+    _write_images(args.out, images, labels, nrow)
     return os.path.abspath(args.out)
 
-# %% ../nbs/90_cli.ipynb #3588da13
+# %% ../nbs/90_cli.ipynb #e7df7795
 def _peak_reset(device):
     if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)
     elif os.path.exists('/proc/self/clear_refs'):
         try:
-            with open('/proc/self/clear_refs', 'w') as f: f.write('5')          # resets the resident-set peak (Linux)
+            with open('/proc/self/clear_refs', 'w') as f: f.write('5')  # resets the resident-set peak (Linux)
         except OSError: pass
 
 def _peak_mib(device) -> float:
@@ -325,6 +397,7 @@ def _peak_mib(device) -> float:
 def _sync(device):
     if device.type == 'cuda': torch.cuda.synchronize(device)
 
+# %% ../nbs/90_cli.ipynb #e7e53f21
 def _time_variant(cfg, device, batch, sample_batch, steps, tuned) -> dict:
     "Training images/s, sampling evaluations/s and peak memory of one set-up."
     torch.manual_seed(0)
@@ -343,7 +416,7 @@ def _time_variant(cfg, device, batch, sample_batch, steps, tuned) -> dict:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = simple_loss(fwd, schedule, x0, y)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-    for _ in range(3): train_step()
+    for _ in range(3): train_step()                                       # warm-up: allocation, compilation
     _sync(device); start = time.perf_counter()
     for _ in range(steps): train_step()
     _sync(device); train_s = time.perf_counter() - start
@@ -354,10 +427,12 @@ def _time_variant(cfg, device, batch, sample_batch, steps, tuned) -> dict:
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for _ in range(3): fwd(xs, t, ys)
         _sync(device); start = time.perf_counter()
-        for _ in range(steps): fwd(xs, t, ys)
+        for _ in range(steps): fwd(xs, t, ys)                             # one evaluation = one sampler step
         _sync(device); sample_s = time.perf_counter() - start
-    return dict(train_images_per_s=steps * batch / train_s, sample_evals_per_s=steps / sample_s, peak_mib=_peak_mib(device))
+    return dict(train_images_per_s=steps * batch / train_s, sample_evals_per_s=steps / sample_s,
+                peak_mib=_peak_mib(device))
 
+# %% ../nbs/90_cli.ipynb #a884c5fe
 def benchmark(args: argparse.Namespace) -> dict:
     "The `benchmark` job: plain fp32 eager vs tuned, printed side by side; returns both rows."
     device = get_device(args.device)
@@ -370,31 +445,41 @@ def benchmark(args: argparse.Namespace) -> dict:
           f"({torch.get_num_threads()} CPU threads); tuned = {tuned}")
     print(f"{'':12s}{'train img/s':>14s}{'sample steps/s':>16s}{'at batch':>10s}{'peak MiB':>10s}")
     for name, r in rows.items():
-        print(f"{name:12s}{r['train_images_per_s']:14.1f}{r['sample_evals_per_s']:16.2f}{args.sample_batch:10d}{r['peak_mib']:10.0f}")
+        print(f"{name:12s}{r['train_images_per_s']:14.1f}{r['sample_evals_per_s']:16.2f}"
+              f"{args.sample_batch:10d}{r['peak_mib']:10.0f}")
     return rows
 
-# %% ../nbs/90_cli.ipynb #edc4a90b
+# %% ../nbs/90_cli.ipynb #cb1be8d8
 def _report(metrics: dict, out: str) -> str:
     if 'conditional_accuracy' in metrics:
-        head = (f"conditional accuracy {metrics['conditional_accuracy']:.3f} on {len(metrics['per_class_accuracy'])} "
-                f"classes ({metrics['sampler']}, {metrics['sample_steps']} steps; lowest class "
-                f"{min(metrics['per_class_accuracy']):.2f}; most frequent error: {metrics['top_confusion']})"
-                + (f"; {metrics['guidance']} guidance at scale {metrics['guidance_scale']:g}" if metrics['guidance'] != 'none' else ''))
-        files = 'checkpoint.pt, ' + ('classifier.pt, ' if metrics['guidance'] == 'classifier' else '') + \
+        m = metrics
+        acc = m['per_class_accuracy']
+        head = (f"conditional accuracy {m['conditional_accuracy']:.3f} on {len(acc)} classes "
+                f"({m['sampler']}, {m['sample_steps']} steps; lowest class {min(acc):.2f}; "
+                f"most frequent error: {m['top_confusion']})")
+        if m['guidance'] != 'none': head += f"; {m['guidance']} guidance at scale {m['guidance_scale']:g}"
+        files = 'checkpoint.pt, ' + ('classifier.pt, ' if m['guidance'] == 'classifier' else '') + \
                 'samples.png, denoising.png, loss.png, metrics.json'
     else:
         within = 'within' if metrics['swd'] <= metrics['floor'] else 'above'
-        head = (f"sliced Wasserstein {metrics['swd']:.4f}, {within} the noise floor {metrics['floor']:.4f}"
-                + (f"; share error {metrics['share_err_pp']:.2f} pp (oracle check: <= 1); "
-                   f"width error {100 * metrics['width_err']:.1f}% (oracle check: <= 10%)" if 'width_err' in metrics else ''))
+        head = (f"sample spread {metrics['spread']:.2f} x the data's; "
+                f"sliced Wasserstein {metrics['swd']:.4f}, {within} the noise floor {metrics['floor']:.4f}")
+        if 'width_err' in metrics:
+            head += (f"; share error {metrics['share_err_pp']:.2f} pp (oracle check: <= 1); "
+                     f"width error {100 * metrics['width_err']:.1f}% (oracle check: <= 10%)")
         files = 'model.pt, samples.png, trajectory.png, loss.png, metrics.json'
     return f"{head}\ntrained in {metrics['train_seconds']} s on {metrics['device']}; wrote {files} to {out}"
 
+def _check_guidance(kind: str, guidance: str):
+    if kind == 'points' and guidance != 'none':
+        raise ValueError(f"guidance: only for the image datasets {DATASETS}")
+
+# %% ../nbs/90_cli.ipynb #1bd4c569
 def train(args: argparse.Namespace) -> dict:
     "The `train` job, for images or 2-D data; writes metrics.json and returns the metrics."
     kind = 'images' if args.dataset in DATASETS else 'points'
-    if kind == 'points' and args.guidance != 'none': raise ValueError(f"guidance: only for the image datasets {DATASETS}")
-    for k, v in (IMAGE_DEFAULTS if kind == 'images' else POINT_DEFAULTS).items():  # n_train stays None for images
+    _check_guidance(kind, args.guidance)
+    for k, v in (IMAGE_DEFAULTS if kind == 'images' else POINT_DEFAULTS).items():  # n_train: None for images
         if getattr(args, k) is None: setattr(args, k, v)
     device = get_device(args.device)
     out = os.path.abspath(args.out or os.path.join('runs', args.dataset))
@@ -408,6 +493,7 @@ def train(args: argparse.Namespace) -> dict:
     print(_report(metrics, out) + f" (wall time {metrics['wall_seconds']} s)")
     return metrics
 
+# %% ../nbs/90_cli.ipynb #99867f9d
 def main(argv: list[str] | None = None) -> int:
     "The `diffusion_nb` command line."
     parser = build_parser()
