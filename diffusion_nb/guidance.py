@@ -33,34 +33,42 @@ from .metrics import _check_positive_int
 def _check_class_labels(y, n, num_classes, name='y'):
     "Integer labels of shape (n,) in [0, num_classes): real classes, not the null label."
     if y is None: raise ValueError(f"{name}: guidance towards a class needs labels, got None")
-    if not isinstance(y, torch.Tensor) or y.shape != (n,) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise ValueError(f"{name}: expected integer labels of shape ({n},), got "
-                         + (f"{y.dtype} of shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__))
+    if (not isinstance(y, torch.Tensor) or y.shape != (n,) or y.is_floating_point() or y.is_complex()
+            or y.dtype == torch.bool):
+        got = f"{y.dtype} of shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"{name}: expected integer labels of shape ({n},), got {got}")
     if n and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"{name}: expected labels in [0, {num_classes}) (the null label {num_classes} is not a class), "
-                         f"got range [{y.min().item()}, {y.max().item()}]")
+        raise ValueError(f"{name}: expected labels in [0, {num_classes}) "
+                         f"(the null label {num_classes} is not a "
+                         f"class), got range [{y.min().item()}, {y.max().item()}]")
 
+def _oracle_labels(y, n, K, device):
+    "(n,) labels in [0, K] (K = null); None means the null label for every row."
+    if y is None: return torch.full((n,), K, device=device)
+    if not isinstance(y, torch.Tensor) or y.shape != (n,) or (y.numel() and (y.min() < 0 or y.max() > K)):
+        raise ValueError(f"y: expected ({n},) labels in [0, {K}] ({K} = null)")
+    return y
+
+# %% ../nbs/10_guidance.ipynb #28c58e5f
 class OracleConditionalEps(nn.Module):
-    "Exact E[eps | x_t, y] of a labelled Gaussian mixture (class = component); the null label K gives E[eps | x_t]."
+    "Exact E[eps | x_t, y] of a labelled Gaussian mixture (class = component); null label K: E[eps | x_t]."
     def __init__(self, mixture: GaussianMixture, schedule: NoiseSchedule):
         super().__init__()
         self.mixture, self.num_classes = mixture, mixture.K
-        self.components = [GaussianMixture([1.0], mixture.means[k:k + 1], mixture.variances[k:k + 1]) for k in range(mixture.K)]
+        self.components = [GaussianMixture([1.0], mixture.means[k:k + 1], mixture.variances[k:k + 1])
+                           for k in range(mixture.K)]                         # component k on its own
         self.register_buffer('alpha_bar', schedule.alpha_bar.double().clone())
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        K = self.num_classes
-        if y is None: y = torch.full((x_t.shape[0],), K, device=x_t.device)
-        elif not isinstance(y, torch.Tensor) or y.shape != (x_t.shape[0],) or (y.numel() and (y.min() < 0 or y.max() > K)):
-            raise ValueError(f"y: expected ({x_t.shape[0]},) labels in [0, {K}] ({K} = null)")
+        y = _oracle_labels(y, x_t.shape[0], self.num_classes, x_t.device)
         alpha_bar, out = self.alpha_bar[t], torch.empty_like(x_t)
-        for k, dist in enumerate(self.components + [self.mixture]):
+        for k, dist in enumerate(self.components + [self.mixture]):          # k = K: the whole mixture
             rows = y == k
             if rows.any(): out[rows] = dist.eps_star(x_t[rows], alpha_bar[rows])
         return out
 
 class OracleClassifier(nn.Module):
-    "Exact log p(y | x_t) of a labelled Gaussian mixture: the log-responsibilities of the noised mixture, shape (B, K)."
+    "Exact log p(y | x_t) of a labelled Gaussian mixture: the noised mixture's log-responsibilities, (B, K)."
     def __init__(self, mixture: GaussianMixture, schedule: NoiseSchedule):
         super().__init__()
         self.num_classes = mixture.K
@@ -70,18 +78,32 @@ class OracleClassifier(nn.Module):
         self.register_buffer('alpha_bar', schedule.alpha_bar.double().clone())
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        ab = self.alpha_bar[t][:, None, None]                                     # (B, 1, 1)
-        mean, var = ab.sqrt() * self.means, ab * self.variances + (1 - ab)          # (B, K, D)
-        ell = self.log_w - 0.5 * ((x_t.double()[:, None] - mean) ** 2 / var + torch.log(2 * math.pi * var)).sum(-1)
-        return F.log_softmax(ell, dim=1).to(x_t.dtype)                            # (B, K)
+        ab = self.alpha_bar[t][:, None, None]                                  # (B, 1, 1)
+        mean, var = ab.sqrt() * self.means, ab * self.variances + (1 - ab)     # (B, K, D)
+        ell = self.log_w - 0.5 * ((x_t.double()[:, None] - mean) ** 2 / var
+                                  + torch.log(2 * math.pi * var)).sum(-1)      # ℓ_k(x_t), (B, K)
+        return F.log_softmax(ell, dim=1).to(x_t.dtype)                         # ℓ_k - logsumexp_j ℓ_j
 
 # %% ../nbs/10_guidance.ipynb #8b0d18af
 def _check_scale(scale):
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale) or scale < 0:
+    if (isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale)
+            or scale < 0):
         raise ValueError(f"scale: expected a finite number >= 0, got {scale!r}")
     return float(scale)
 
-def guidance_gradient(log_prob: Callable, # log_prob(x_t, t, c) -> (B,) values of log p(c | x_t), up to a constant
+def _check_log_prob(lp, n):
+    "What log_prob returned: one value per example, a tensor of shape (n,)."
+    if not isinstance(lp, torch.Tensor) or lp.shape != (n,):
+        got = f"shape {tuple(lp.shape)}" if isinstance(lp, torch.Tensor) else type(lp).__name__
+        raise ValueError(f"log_prob: expected a tensor of shape ({n},), one value per example, got {got}")
+    return lp
+
+def _check_finite_grad(grad):
+    if not torch.isfinite(grad).all(): raise ValueError("log_prob: its gradient has NaN or infinite values")
+    return grad
+
+# %% ../nbs/10_guidance.ipynb #93e127f5
+def guidance_gradient(log_prob: Callable, # log_prob(x_t, t, c) -> (B,): log p(c | x_t), up to a constant
                       x_t: torch.Tensor, # (B, ...) noisy samples
                       t: torch.Tensor, # (B,) timesteps
                       c=None, # the condition, passed through to log_prob
@@ -89,43 +111,42 @@ def guidance_gradient(log_prob: Callable, # log_prob(x_t, t, c) -> (B,) values o
     "The gradient $\\nabla_{x_t} \\log p(c \\mid x_t)$ by autograd (also inside a sampler's `no_grad`)."
     with torch.enable_grad():
         x = x_t.detach().requires_grad_(True)
-        lp = log_prob(x, t, c)
-        if not isinstance(lp, torch.Tensor) or lp.shape != (x.shape[0],):
-            raise ValueError(f"log_prob: expected a tensor of shape ({x.shape[0]},), one value per example, got "
-                             + (f"shape {tuple(lp.shape)}" if isinstance(lp, torch.Tensor) else type(lp).__name__))
-        grad, = torch.autograd.grad(lp.sum(), x)
-    if not torch.isfinite(grad).all(): raise ValueError("log_prob: its gradient has NaN or infinite values")
-    return grad.to(x_t.dtype)
+        lp = _check_log_prob(log_prob(x, t, c), x.shape[0])                    # (B,)
+        grad, = torch.autograd.grad(lp.sum(), x)                                 # row i depends on x_i only
+    return _check_finite_grad(grad).to(x_t.dtype)
 
 class GradientGuidance(nn.Module):
-    "The guided noise predictor (1): $\\epsilon(x_t, t) - s\\sqrt{1-\\bar\\alpha_t}\\,\\nabla_{x_t}\\log p(c \\mid x_t)$; a model for every sampler."
+    "Equation (1): $\\epsilon - s\\sqrt{1-\\bar\\alpha_t}\\,\\nabla_{x_t}\\log p(c \\mid x_t)$, as a model."
     def __init__(self,
                  model: nn.Module, # noise predictor model(x_t, t[, y]) (eps, or eps and v on dim 1)
                  schedule: NoiseSchedule, # the chain it was trained on (gives sqrt(1 - alpha_bar_t))
                  log_prob: Callable, # log_prob(x_t, t, c) -> (B,), e.g. `classifier_log_prob(classifier)`
                  scale: float, # s >= 0: 0 ignores the condition, 1 conditions, > 1 sharpens
-                 label_to_model: bool = False, # also pass the condition to the model (guiding a conditional model)
+                 label_to_model: bool = False, # also pass the condition to the model (a conditional model)
                 ):
         super().__init__()
-        self.model, self.log_prob, self.scale, self.label_to_model = model, log_prob, _check_scale(scale), label_to_model
+        self.model, self.log_prob, self.scale = model, log_prob, _check_scale(scale)
+        self.label_to_model = label_to_model
         self.register_buffer('sqrt_one_minus_alpha_bar', schedule.sqrt_one_minus_alpha_bar.detach().clone())
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, y=None) -> torch.Tensor:
         out = self.model(x_t, t, y) if self.label_to_model and y is not None else self.model(x_t, t)
         if self.scale == 0: return out
-        shift = self.scale * expand_like(self.sqrt_one_minus_alpha_bar[t].to(x_t.dtype), x_t) * guidance_gradient(self.log_prob, x_t, t, y)
+        sigma = expand_like(self.sqrt_one_minus_alpha_bar[t].to(x_t.dtype), x_t)    # sqrt(1 - alpha_bar_t)
+        shift = self.scale * sigma * guidance_gradient(self.log_prob, x_t, t, y)
         C = x_t.shape[1]
-        return out - shift if out.shape[1] == C else torch.cat([out[:, :C] - shift, out[:, C:]], 1)  # v is left alone
+        if out.shape[1] == C: return out - shift
+        return torch.cat([out[:, :C] - shift, out[:, C:]], 1)                      # a learned v is left alone
 
 # %% ../nbs/10_guidance.ipynb #8614d13b
-def classifier_log_prob(classifier: nn.Module, # classifier(x_t, t) -> (B, K) logits; put in evaluation mode here
+def classifier_log_prob(classifier: nn.Module, # classifier(x_t, t) -> (B, K) logits; set to evaluation mode
                        ) -> Callable:
     "`log_prob(x_t, t, y)` = $\\log \\operatorname{softmax} f_\\phi(x_t, t)_y$, for `GradientGuidance`."
     classifier.eval()
     def log_prob(x_t, t, y):
         logits = classifier(x_t, t)
         _check_class_labels(y, x_t.shape[0], logits.shape[1])
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))   # bf16 logits: softmax in float32
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))   # bf16 logits: fp32 softmax
         return F.log_softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
     return log_prob
 
@@ -135,19 +156,19 @@ def sample_guided_ancestral(model: nn.Module, # noise predictor model(x_t, t[, y
                             schedule: NoiseSchedule, # the chain the model was trained on
                             shape: tuple, # shape of the batch to generate, (B, ...)
                             *,
-                            log_prob: Callable, # log_prob(x_t, t, c) -> (B,), e.g. `classifier_log_prob(classifier)`
+                            log_prob: Callable, # log_prob(x_t, t, c) -> (B,), e.g. `classifier_log_prob(clf)`
                             scale: float, # s >= 0
                             steps: int | None = None, # reverse steps on the respaced chain; None: all T
-                            generator: torch.Generator | None = None, # source of all randomness; on the schedule's device
+                            generator: torch.Generator | None = None, # all randomness; schedule's device
                             y=None, # the condition c (e.g. (B,) labels), passed to log_prob
-                            label_to_model: bool = False, # also pass y to the model (guiding a conditional model)
+                            label_to_model: bool = False, # also pass y to the model (a conditional model)
                             variance: str = 'beta_tilde', # Sigma: 'beta', 'beta_tilde' or 'learned'
                             clip_x0: bool = False, # clip the predicted x_0 to [-1, 1] (images)
                             x_T: torch.Tensor | None = None, # start from this noise instead of drawing it
                             progress: bool = False, # show a progress bar
                             spacing: str = 'trailing', # which timesteps to keep, see `timestep_subsequence`
                            ) -> torch.Tensor:
-    "Classifier-guided ancestral sampling (Dhariwal & Nichol Algorithm 1): $x_{t-1} \\sim \\mathcal N(\\mu + s\\Sigma\\nabla\\log p(y \\mid x_t), \\Sigma)$."
+    "Dhariwal & Nichol's Algorithm 1: $x_{t-1} \\sim \\mathcal N(\\mu + s\\Sigma g, \\Sigma)$."
     s = _check_scale(scale)
     ts, sub = _sub_chain(schedule, schedule.T if steps is None else steps, spacing)
     net, device = _AtOriginalTimesteps(model, ts), schedule.betas.device
@@ -155,38 +176,59 @@ def sample_guided_ancestral(model: nn.Module, # noise predictor model(x_t, t[, y
     for i in _steps_to_run(range(len(ts) - 1, -1, -1), progress):
         i_t = torch.full((shape[0],), i, device=device, dtype=torch.long)
         mean, var = p_mean_variance(net, sub, x, i_t, y if label_to_model else None, variance, clip_x0)
-        if s > 0: mean = mean + s * var * guidance_gradient(log_prob, x, ts[i].expand(shape[0]), y)
+        if s > 0: mean = mean + s * var * guidance_gradient(log_prob, x, ts[i].expand(shape[0]), y)  # + s Σ g
         x = mean + var.sqrt() * torch.randn(shape, generator=generator, device=device) if i > 0 else mean
     return x
 
 # %% ../nbs/10_guidance.ipynb #8c4ff0bf
+def _check_null_label(model):
+    "The number of classes K of a conditional model (its null label is K); an unconditional one is refused."
+    K = _num_classes(model)
+    if K is None:
+        raise ValueError(f"model: classifier-free guidance needs a conditional model with a null label "
+                         f"(num_classes set), got an unconditional {type(model).__name__}")
+    return K
+
+# %% ../nbs/10_guidance.ipynb #ff84b605
 class ClassifierFreeGuidance(nn.Module):
-    "$\\tilde\\epsilon = \\epsilon(x_t, \\varnothing) + s\\,(\\epsilon(x_t, y) - \\epsilon(x_t, \\varnothing))$ in one batched forward pass; a model for every sampler."
+    "$\\epsilon(x_t, \\varnothing) + s\\,(\\epsilon(x_t, y) - \\epsilon(x_t, \\varnothing))$, in one pass."
     def __init__(self,
                  model: nn.Module, # conditional model(x_t, t, y) with a null label (its number of classes K)
                  scale: float, # s >= 0: 0 unconditional, 1 conditional, > 1 sharper
                 ):
         super().__init__()
-        self.num_classes = _num_classes(model)
-        if self.num_classes is None:
-            raise ValueError(f"model: classifier-free guidance needs a conditional model with a null label "
-                             f"(num_classes set), got an unconditional {type(model).__name__}")
+        self.num_classes = _check_null_label(model)
         self.model, self.scale = model, _check_scale(scale)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         B, K, s = x_t.shape[0], self.num_classes, self.scale
         _check_class_labels(y, B, K)
-        null = torch.full_like(y, K)
-        if s == 1: return self.model(x_t, t, y)                     # exactly the conditional model: half the work
+        null = torch.full_like(y, K)                                 # the null label ∅
+        if s == 1: return self.model(x_t, t, y)                  # the conditional model itself: half the work
         if s == 0: return self.model(x_t, t, null)
         cond, uncond = self.model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
         C = x_t.shape[1]
         eps = uncond[:, :C] + s * (cond[:, :C] - uncond[:, :C])
-        return torch.cat([eps, cond[:, C:]], 1) if cond.shape[1] > C else eps
+        return torch.cat([eps, cond[:, C:]], 1) if cond.shape[1] > C else eps  # variance: the conditional one
 
 # %% ../nbs/10_guidance.ipynb #36512186
+def _check_noisy_classifier(config, classes):
+    if not isinstance(config, UNetConfig):
+        raise TypeError(f"config: expected a UNetConfig, got {type(config).__name__}")
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
+        raise ValueError(f"classes: expected an integer >= 2, got {classes!r}")
+
+def _check_noisy_images(x_t, t, c):
+    "x_t of the U-Net's shape (B, C, S, S), and t of shape (B,)."
+    if x_t.ndim != 4 or x_t.shape[1:] != (c.in_channels, c.image_size, c.image_size):
+        raise ValueError(f"x_t: expected shape (B, {c.in_channels}, {c.image_size}, {c.image_size}), "
+                         f"got {tuple(x_t.shape)}")
+    if t.shape != (x_t.shape[0],):
+        raise ValueError(f"t: expected shape ({x_t.shape[0]},), got {tuple(t.shape)}")
+
+# %% ../nbs/10_guidance.ipynb #49e78c61
 class NoisyClassifierMLP(NoisePredictorMLP):
-    "$f_\\phi(x_t, t)$: logits of $p_\\phi(y \\mid x_t, t)$ for vector data; the residual MLP of chapter ddpm with a head of K logits."
+    "$f_\\phi(x_t, t)$: logits of $p_\\phi(y \\mid x_t, t)$ for vectors; chapter ddpm's MLP, K logits out."
     def __init__(self,
                  dim: int = 2, # data dimension D
                  classes: int = 8, # K, the number of logits
@@ -199,35 +241,44 @@ class NoisyClassifierMLP(NoisePredictorMLP):
         self.out[-1] = nn.Linear(width, classes)                 # (B, width) -> (B, K)
 
 class NoisyImageClassifier(nn.Module):
-    "$f_\\phi(x_t, t)$ for images: the U-Net's downsampling half and middle block, then GroupNorm, SiLU, average pool, linear head."
+    "$f_\\phi(x_t, t)$ for images: the U-Net's down half and middle, GroupNorm, SiLU, average pool, linear."
     def __init__(self,
                  config: UNetConfig, # the U-Net's shape (labels and learned variance are ignored)
                  classes: int, # K, the number of logits
                 ):
         super().__init__()
-        if not isinstance(config, UNetConfig): raise TypeError(f"config: expected a UNetConfig, got {type(config).__name__}")
-        if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
-            raise ValueError(f"classes: expected an integer >= 2, got {classes!r}")
+        _check_noisy_classifier(config, classes)
         self.config, self.classes = replace(config, num_classes=None, learn_variance=False), classes
         unet = UNet(self.config)                                 # built whole; its decoder is dropped
         self.time_embed, self.down, self.middle = unet.time_embed, unet.down, unet.middle
         ch = config.base_channels * config.channel_mult[-1]
-        self.head = nn.Sequential(group_norm(ch, config.norm_groups), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(ch, classes))
+        self.head = nn.Sequential(group_norm(ch, config.norm_groups), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
+                                  nn.Flatten(), nn.Linear(ch, classes))
 
     def forward(self, x_t: torch.Tensor, # (B, C, H, W) noisy images
                 t: torch.Tensor, # (B,) timesteps
                ) -> torch.Tensor: # (B, K) logits
         c = self.config
-        if x_t.ndim != 4 or x_t.shape[1:] != (c.in_channels, c.image_size, c.image_size):
-            raise ValueError(f"x_t: expected shape (B, {c.in_channels}, {c.image_size}, {c.image_size}), got {tuple(x_t.shape)}")
-        if t.shape != (x_t.shape[0],): raise ValueError(f"t: expected shape ({x_t.shape[0]},), got {tuple(t.shape)}")
+        _check_noisy_images(x_t, t, c)
         emb = self.time_embed(timestep_embedding(t, c.base_channels))                  # (B, E)
-        h = F.pixel_unshuffle(x_t, c.patch_size)                                       # (B, C p^2, H / p, W / p)
+        h = F.pixel_unshuffle(x_t, c.patch_size)                                       # (B, C p^2, H/p, W/p)
         for block in self.down: h = block(h, emb)
         return self.head(self.middle(h, emb))                                          # (B, K)
 
 # %% ../nbs/10_guidance.ipynb #e0a53816
+def _check_noisy_training(classifier, x0, labels, steps, batch_size):
+    "A classifier with K `classes`, data (N, ...) and N labels in [0, K), positive step and batch counts."
+    K = getattr(classifier, 'classes', None)
+    if K is None:
+        raise ValueError(f"classifier: expected a noise-aware classifier with a `classes` attribute, "
+                         f"got {type(classifier).__name__}")
+    if not isinstance(x0, torch.Tensor) or not x0.is_floating_point() or x0.ndim < 2:
+        raise ValueError(f"x0: expected a floating-point tensor of shape (N, ...), "
+                         f"got {getattr(x0, 'shape', type(x0).__name__)}")
+    _check_class_labels(labels, x0.shape[0], K, 'labels')
+    for v, name in ((steps, 'steps'), (batch_size, 'batch_size')): _check_positive_int(v, name)
+
+# %% ../nbs/10_guidance.ipynb #c522b861
 def train_noisy_classifier(classifier: nn.Module, # classifier(x_t, t) -> (B, K) logits; trained in place
                            schedule: NoiseSchedule, # the forward process of the diffusion model it will guide
                            x0: torch.Tensor, # (N, ...) clean training data
@@ -241,24 +292,21 @@ def train_noisy_classifier(classifier: nn.Module, # classifier(x_t, t) -> (B, K)
                            device: str | torch.device | None = None, # where to train; see `get_device`
                            progress: bool = False, # show a progress bar
                           ) -> list[float]: # the loss of every step
-    "Train $p_\\phi(y \\mid x_t, t)$ by cross-entropy on $x_t \\sim q(x_t \\mid x_0)$ with $t$ uniform (Dhariwal & Nichol sec. 4); leaves it in eval mode."
-    K = getattr(classifier, 'classes', None)
-    if K is None: raise ValueError(f"classifier: expected a noise-aware classifier with a `classes` attribute, got {type(classifier).__name__}")
-    if not isinstance(x0, torch.Tensor) or not x0.is_floating_point() or x0.ndim < 2:
-        raise ValueError(f"x0: expected a floating-point tensor of shape (N, ...), got {getattr(x0, 'shape', type(x0).__name__)}")
-    _check_class_labels(labels, x0.shape[0], K, 'labels')
-    for v, name in ((steps, 'steps'), (batch_size, 'batch_size')): _check_positive_int(v, name)
+    "Train $p_\\phi(y \\mid x_t, t)$ by cross-entropy on $x_t \\sim q(x_t \\mid x_0)$, $t$ uniform."
+    _check_noisy_training(classifier, x0, labels, steps, batch_size)
     device = get_device(device)
     classifier.to(device).train()
     schedule, x0, labels = schedule.to(device), x0.to(device), labels.to(device)
     opt = torch.optim.AdamW(classifier.parameters(), lr=lr, weight_decay=weight_decay)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, min(100, steps // 10), steps, True))
+    warmup = min(100, steps // 10)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, warmup, steps, True))
     g, losses = make_generator(seed, device), []
     for _ in (progress_bar(range(steps), leave=False) if progress else range(steps)):
         idx = torch.randint(0, x0.shape[0], (batch_size,), device=device, generator=g)
-        t = torch.randint(0, schedule.T, (batch_size,), device=device, generator=g)
-        eps = torch.randn((batch_size, *x0.shape[1:]), device=device, generator=g)
-        loss = F.cross_entropy(classifier(q_sample(schedule, x0[idx], t, eps), t), labels[idx])
+        t = torch.randint(0, schedule.T, (batch_size,), device=device, generator=g)   # t uniform
+        eps = torch.randn((batch_size, *x0.shape[1:]), device=device, generator=g)    # eps ~ N(0, I)
+        x_t = q_sample(schedule, x0[idx], t, eps)                                     # x_t ~ q(x_t | x_0)
+        loss = F.cross_entropy(classifier(x_t, t), labels[idx])                       # -log p_φ(y | x_t, t)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); lr_schedule.step()
         losses.append(loss.item())
     classifier.eval()
@@ -269,17 +317,30 @@ def tokenize(captions: Sequence[str], # e.g. ['upper left', 'south']: words sepa
              vocab: Sequence[str], # the known words
             ) -> torch.Tensor: # (B, L) int64 word ids, word i of vocab -> i + 1, 0 pads
     "Captions as padded rows of word ids."
-    if isinstance(captions, str): raise ValueError(f"captions: expected a sequence of strings, got the string {captions!r}")
+    if isinstance(captions, str):
+        raise ValueError(f"captions: expected a sequence of strings, got the string {captions!r}")
     index = {w: i + 1 for i, w in enumerate(vocab)}
     rows = []
     for caption in captions:
         words = caption.split()
         if not words: raise ValueError(f"captions: expected at least one word per caption, got {caption!r}")
         unknown = [w for w in words if w not in index]
-        if unknown: raise ValueError(f"captions: unknown words {unknown} in {caption!r}; the vocabulary is {list(vocab)}")
+        if unknown:
+            raise ValueError(f"captions: unknown words {unknown} in {caption!r}; "
+                             f"the vocabulary is {list(vocab)}")
         rows.append([index[w] for w in words])
     width = max(map(len, rows))
     return torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)
+
+def _check_tokens(tokens, V):
+    "(B, L) integer word ids in [0, V], at least one word (id > 0) per row."
+    if tokens.ndim != 2 or tokens.is_floating_point() or tokens.dtype == torch.bool:
+        raise ValueError(f"tokens: expected integer word ids of shape (B, L), got {tokens.dtype} of shape "
+                         f"{tuple(tokens.shape)}")
+    if tokens.numel() and (tokens.min() < 0 or tokens.max() > V):
+        raise ValueError(f"tokens: expected ids in [0, {V}], "
+                         f"got range [{tokens.min().item()}, {tokens.max().item()}]")
+    if not (tokens > 0).any(1).all(): raise ValueError("tokens: every caption needs at least one word")
 
 class CaptionEncoder(nn.Module):
     "$h(c)$: the mean of learned word embeddings, then an MLP; a small stand-in for CLIP's text transformer."
@@ -290,20 +351,29 @@ class CaptionEncoder(nn.Module):
                 ):
         super().__init__()
         self.vocab_size = vocab_size
-        self.embed = nn.EmbeddingBag(vocab_size + 1, width, mode='mean', padding_idx=0)   # padding stays out of the mean
+        self.embed = nn.EmbeddingBag(vocab_size + 1, width, mode='mean', padding_idx=0)  # pads not averaged
         self.mlp = nn.Sequential(nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, dim))
 
     def forward(self, tokens: torch.Tensor, # (B, L) word ids from `tokenize`
                ) -> torch.Tensor: # (B, dim)
-        if tokens.ndim != 2 or tokens.is_floating_point() or tokens.dtype == torch.bool:
-            raise ValueError(f"tokens: expected integer word ids of shape (B, L), got {tokens.dtype} of shape {tuple(tokens.shape)}")
-        if tokens.numel() and (tokens.min() < 0 or tokens.max() > self.vocab_size):
-            raise ValueError(f"tokens: expected ids in [0, {self.vocab_size}], got range [{tokens.min().item()}, {tokens.max().item()}]")
-        if not (tokens > 0).any(1).all(): raise ValueError("tokens: every caption needs at least one word")
+        _check_tokens(tokens, self.vocab_size)
         return self.mlp(self.embed(tokens))
 
+def _check_one_caption_each(tokens, x_t):
+    if tokens.shape[0] != x_t.shape[0]:
+        raise ValueError(f"tokens: expected one caption per sample ({x_t.shape[0]}), got {tokens.shape[0]}")
+
+def _check_match(match, logits):
+    "A bool (B, M) mask of the logits' shape with a positive in every row and every column."
+    if match.shape != logits.shape or match.dtype != torch.bool:
+        raise ValueError(f"match: expected a bool tensor of the logits' shape {tuple(logits.shape)}, "
+                         f"got {match.dtype} {tuple(match.shape)}")
+    if not (match.any(1).all() and match.any(0).all()):
+        raise ValueError("match: every image and every caption needs at least one positive")
+
+# %% ../nbs/10_guidance.ipynb #09e2b619
 class NoisyCLIP(nn.Module):
-    "Image encoder $g(x_t, t)$ and caption encoder $h(c)$; `forward` is GLIDE's $\\log p(c \\mid x_t) = \\tau^{-1}\\cos(g, h)$ + const."
+    "Encoders $g(x_t, t)$, $h(c)$; `forward`: GLIDE's $\\log p(c \\mid x_t) = \\tau^{-1}\\cos(g, h)$ + const."
     def __init__(self,
                  image_encoder: nn.Module, # g(x_t, t) -> (B, dim), e.g. `NoisyClassifierMLP(classes=dim)`
                  caption_encoder: nn.Module, # h(tokens) -> (B, dim), e.g. `CaptionEncoder`
@@ -318,27 +388,25 @@ class NoisyCLIP(nn.Module):
 
     def similarity(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         "All pairs: $L_{ij} = \\tau^{-1}\\cos(g(x_i), h(c_j))$, shape (B, M)."
-        g, h = F.normalize(self.image_encoder(x_t, t), dim=1), F.normalize(self.caption_encoder(tokens), dim=1)
+        g = F.normalize(self.image_encoder(x_t, t), dim=1)                    # g(x_t, t) / |g|
+        h = F.normalize(self.caption_encoder(tokens), dim=1)                   # h(c) / |h|
         return self.inv_tau * g @ h.T
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         "Matched pairs: $\\tau^{-1}\\cos(g(x_i), h(c_i))$, shape (B,): a `log_prob` for `GradientGuidance`."
-        if tokens.shape[0] != x_t.shape[0]:
-            raise ValueError(f"tokens: expected one caption per sample ({x_t.shape[0]}), got {tokens.shape[0]}")
-        g, h = F.normalize(self.image_encoder(x_t, t), dim=1), F.normalize(self.caption_encoder(tokens), dim=1)
+        _check_one_caption_each(tokens, x_t)
+        g = F.normalize(self.image_encoder(x_t, t), dim=1)                    # g(x_t, t) / |g|
+        h = F.normalize(self.caption_encoder(tokens), dim=1)                   # h(c) / |h|
         return self.inv_tau * (g * h).sum(1)
 
 def contrastive_loss(logits: torch.Tensor, # (B, M) similarities L_ij
                      match: torch.Tensor, # (B, M) bool: caption j is true of image i
                     ) -> torch.Tensor: # scalar
     "Symmetric InfoNCE with several positives per row and column; CLIP's loss when `match` is the identity."
-    if match.shape != logits.shape or match.dtype != torch.bool:
-        raise ValueError(f"match: expected a bool tensor of the logits' shape {tuple(logits.shape)}, got {match.dtype} {tuple(match.shape)}")
-    if not (match.any(1).all() and match.any(0).all()):
-        raise ValueError("match: every image and every caption needs at least one positive")
+    _check_match(match, logits)
     m = match.to(logits.dtype)
-    image_side = -(m / m.sum(1, keepdim=True) * F.log_softmax(logits, 1)).sum(1).mean()
-    caption_side = -(m / m.sum(0, keepdim=True) * F.log_softmax(logits, 0)).sum(0).mean()
+    image_side = -(m / m.sum(1, keepdim=True) * F.log_softmax(logits, 1)).sum(1).mean()      # softmax over j
+    caption_side = -(m / m.sum(0, keepdim=True) * F.log_softmax(logits, 0)).sum(0).mean()    # softmax over i
     return (image_side + caption_side) / 2
 
 # %% ../nbs/10_guidance.ipynb #43b1a107
@@ -346,20 +414,36 @@ def _random_captions(true: torch.Tensor, # (B, V) bool: the words true of each e
                      max_words: int, # W: captions have 1..W words
                      generator: torch.Generator | None,
                     ) -> tuple[torch.Tensor, torch.Tensor]: # tokens (B, W), match (B images, B captions) bool
-    "One caption per example, of 1..W of its true words in random order, and which captions are true of which examples."
+    "One caption per example, of 1..W of its true words in random order; which captions fit which examples."
     B, V = true.shape
     W = min(max_words, V)
     keys = torch.rand(true.shape, device=true.device, generator=generator).masked_fill(~true, -1.0)
-    words = keys.argsort(1, descending=True)[:, :W]                                # true words first, in random order
+    words = keys.argsort(1, descending=True)[:, :W]                        # true words first, in random order
     n_words = 1 + (torch.rand(B, device=true.device, generator=generator) * true.sum(1).clamp(max=W)).long()
-    keep = torch.arange(W, device=true.device) < n_words[:, None]                   # (B, W)
-    said = torch.zeros_like(true).scatter_(1, words, keep)                         # (B, V): the words of each caption
-    return torch.where(keep, words + 1, 0), ((said.float() @ (~true).float().T) == 0).T   # no false word said
+    keep = torch.arange(W, device=true.device) < n_words[:, None]           # (B, W)
+    said = torch.zeros_like(true).scatter_(1, words, keep)                 # (B, V): the words of each caption
+    match = ((said.float() @ (~true).float().T) == 0).T                    # no false word said
+    return torch.where(keep, words + 1, 0), match
+
+def _check_clip_training(clip, x0, attributes, steps, batch_size, max_words):
+    "Data (N, ...), an (N, V) bool attribute table with a true word per example, positive counts."
+    V = clip.caption_encoder.vocab_size
+    if not isinstance(x0, torch.Tensor) or not x0.is_floating_point() or x0.ndim < 2:
+        raise ValueError(f"x0: expected a floating-point tensor of shape (N, ...), "
+                         f"got {getattr(x0, 'shape', type(x0).__name__)}")
+    if (not isinstance(attributes, torch.Tensor) or attributes.dtype != torch.bool
+            or attributes.shape != (x0.shape[0], V)):
+        got = (f"{attributes.dtype} {tuple(attributes.shape)}" if isinstance(attributes, torch.Tensor)
+               else type(attributes).__name__)
+        raise ValueError(f"attributes: expected a bool tensor of shape ({x0.shape[0]}, {V}), got {got}")
+    if not attributes.any(1).all(): raise ValueError("attributes: every example needs at least one true word")
+    for v, name in ((steps, 'steps'), (batch_size, 'batch_size'), (max_words, 'max_words')):
+        _check_positive_int(v, name)
 
 def train_noisy_clip(clip: NoisyCLIP, # trained in place
                      schedule: NoiseSchedule, # the forward process of the diffusion model it will guide
                      x0: torch.Tensor, # (N, ...) clean training data
-                     attributes: torch.Tensor, # (N, V) bool: word v is true of example n (at least one per example)
+                     attributes: torch.Tensor, # (N, V) bool: word v is true of example n (>= 1 per example)
                      *,
                      steps: int = 2000, # optimiser steps
                      batch_size: int = 256, # examples (and captions) per step
@@ -369,26 +453,21 @@ def train_noisy_clip(clip: NoisyCLIP, # trained in place
                      device: str | torch.device | None = None, # where to train; see `get_device`
                      progress: bool = False, # show a progress bar
                     ) -> list[float]: # the loss of every step
-    "Contrastive training of a noised CLIP on $x_t \\sim q(x_t \\mid x_0)$, $t$ uniform, with random short true captions."
-    V = clip.caption_encoder.vocab_size
-    if not isinstance(x0, torch.Tensor) or not x0.is_floating_point() or x0.ndim < 2:
-        raise ValueError(f"x0: expected a floating-point tensor of shape (N, ...), got {getattr(x0, 'shape', type(x0).__name__)}")
-    if not isinstance(attributes, torch.Tensor) or attributes.dtype != torch.bool or attributes.shape != (x0.shape[0], V):
-        raise ValueError(f"attributes: expected a bool tensor of shape ({x0.shape[0]}, {V}), got "
-                         + (f"{attributes.dtype} {tuple(attributes.shape)}" if isinstance(attributes, torch.Tensor) else type(attributes).__name__))
-    if not attributes.any(1).all(): raise ValueError("attributes: every example needs at least one true word")
-    for v, name in ((steps, 'steps'), (batch_size, 'batch_size'), (max_words, 'max_words')): _check_positive_int(v, name)
+    "Contrastive training of a noised CLIP on $x_t \\sim q(x_t \\mid x_0)$, $t$ uniform, short true captions."
+    _check_clip_training(clip, x0, attributes, steps, batch_size, max_words)
     device = get_device(device)
     clip.to(device).train()
     schedule, x0, attributes = schedule.to(device), x0.to(device), attributes.to(device)
     opt = torch.optim.AdamW(clip.parameters(), lr=lr, weight_decay=0.0)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, min(100, steps // 10), steps, True))
+    warmup = min(100, steps // 10)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, warmup, steps, True))
     g, losses = make_generator(seed, device), []
     for _ in (progress_bar(range(steps), leave=False) if progress else range(steps)):
         idx = torch.randint(0, x0.shape[0], (batch_size,), device=device, generator=g)
         tokens, match = _random_captions(attributes[idx], max_words, g)
         t = torch.randint(0, schedule.T, (batch_size,), device=device, generator=g)
-        x_t = q_sample(schedule, x0[idx], t, torch.randn((batch_size, *x0.shape[1:]), device=device, generator=g))
+        eps = torch.randn((batch_size, *x0.shape[1:]), device=device, generator=g)
+        x_t = q_sample(schedule, x0[idx], t, eps)
         loss = contrastive_loss(clip.similarity(x_t, t, tokens), match)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); lr_schedule.step()
         losses.append(loss.item())
@@ -403,21 +482,26 @@ def guided_model(model: nn.Module, # noise predictor model(x_t, t[, y])
                  kind: str = 'none', # one of `GUIDANCE_KINDS`
                  scale: float = 1.0, # s >= 0
                  classifier: nn.Module | None = None, # classifier(x_t, t) -> logits, for kind 'classifier'
-                 label_dropout: float | None = None, # the model's training label dropout, if known (`load_model` gives it)
+                 label_dropout: float | None = None, # the model's training label dropout, if known
                 ) -> nn.Module:
     "`model` under the named guidance at scale `s`: a model for every sampler."
-    if kind not in GUIDANCE_KINDS: raise ValueError(f"guidance: expected one of {GUIDANCE_KINDS}, got {kind!r}")
+    if kind not in GUIDANCE_KINDS:
+        raise ValueError(f"guidance: expected one of {GUIDANCE_KINDS}, got {kind!r}")
     scale = _check_scale(scale)
     if kind != 'classifier' and classifier is not None:
         raise ValueError(f"classifier: only used by classifier guidance, but guidance is {kind!r}")
     if kind == 'none': return model
     conditional, no_null = _num_classes(model) is not None, label_dropout == 0
     if kind == 'classifier-free':
-        if no_null: raise ValueError("model: it was trained with label_dropout = 0, so its null label never saw data and it has "
-                                     "no unconditional half for classifier-free guidance; train with label dropout > 0")
+        if no_null:
+            raise ValueError("model: it was trained with label_dropout = 0, so its null label never saw data "
+                             "and it has no unconditional half for classifier-free guidance; "
+                             "train with label dropout > 0")
         return ClassifierFreeGuidance(model, scale)
-    if classifier is None: raise ValueError("classifier: classifier guidance needs a noise-aware classifier, got None")
-    return GradientGuidance(model, schedule, classifier_log_prob(classifier), scale, label_to_model=conditional and no_null)
+    if classifier is None:
+        raise ValueError("classifier: classifier guidance needs a noise-aware classifier, got None")
+    return GradientGuidance(model, schedule, classifier_log_prob(classifier), scale,
+                            label_to_model=conditional and no_null)
 
 # %% ../nbs/10_guidance.ipynb #ff215f37
 CLASSIFIER_KIND = 'diffusion_nb.guidance/classifier-1'
@@ -433,16 +517,18 @@ def save_noisy_classifier(classifier: NoisyImageClassifier, # trained, e.g. by `
                          state=classifier.state_dict(), betas=schedule.betas.detach().cpu()), path)
 
 def load_noisy_classifier(path: str | os.PathLike, # a file written by `save_noisy_classifier`
-                          schedule: NoiseSchedule | None = None, # if given, must be the one it was trained for
+                          schedule: NoiseSchedule | None = None, # if given: the one it was trained for
                           device: str | torch.device | None = None, # see `get_device`
                          ) -> NoisyImageClassifier: # in evaluation mode
     "Load a noise-aware image classifier, checking that it was trained for `schedule`."
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get('kind') != CLASSIFIER_KIND:
         raise ValueError(f"classifier: {os.fspath(path)!r} is not a diffusion_nb noise-aware classifier")
-    if schedule is not None and (ckpt['betas'].shape != schedule.betas.shape
-                                 or not torch.allclose(ckpt['betas'].double(), schedule.betas.detach().cpu().double())):
-        raise ValueError(f"classifier: {os.fspath(path)!r} was trained for another noise schedule than the model's")
+    betas = None if schedule is None else schedule.betas.detach().cpu().double()
+    if betas is not None and (ckpt['betas'].shape != betas.shape
+                              or not torch.allclose(ckpt['betas'].double(), betas)):
+        raise ValueError(f"classifier: {os.fspath(path)!r} was trained for another noise schedule "
+                         "than the model's")
     classifier = NoisyImageClassifier(UNetConfig(**ckpt['config']), ckpt['classes'])
     classifier.load_state_dict(ckpt['state'])
     return classifier.to(get_device(device)).eval()

@@ -18,16 +18,23 @@ import torch.nn.functional as F
 from fastprogress.fastprogress import progress_bar
 
 from .core import get_device, make_generator, save_checkpoint, load_checkpoint, _check_seed
-from .data import load_dataset, data_root, _check_n, _as_float64
+from .data import _check_n, _as_float64
+from .images import load_dataset, data_root
 
 # %% ../nbs/09_metrics.ipynb #e3335d82
+def _check_positive_int(v, name):
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+
 def _check_images(x, name, channels=None, size=None):
     "Refuse anything but finite float images (N, C, H, W) with the expected channels and size."
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4:
-        raise ValueError(f"{name}: expected a float tensor of images (N, C, H, W), got "
-                         f"{type(x).__name__}{' of shape ' + str(tuple(x.shape)) + ' and dtype ' + str(x.dtype) if isinstance(x, torch.Tensor) else ''}")
+        got = f" of shape {tuple(x.shape)} and dtype {x.dtype}" if isinstance(x, torch.Tensor) else ''
+        raise ValueError(f"{name}: expected a float tensor of images (N, C, H, W), "
+                         f"got {type(x).__name__}{got}")
     if channels is not None and (x.shape[1] != channels or x.shape[2] != size or x.shape[3] != size):
-        raise ValueError(f"{name}: expected images of shape (N, {channels}, {size}, {size}), got {tuple(x.shape)}")
+        raise ValueError(f"{name}: expected images of shape (N, {channels}, {size}, {size}), "
+                         f"got {tuple(x.shape)}")
     if len(x) == 0: raise ValueError(f"{name}: expected at least one image, got an empty batch")
     if not torch.isfinite(x).all(): raise ValueError(f"{name}: contains NaN or infinite values")
 
@@ -36,13 +43,23 @@ def _check_labels(y, n, num_classes, name='labels'):
     if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise ValueError(f"{name}: expected an integer tensor of shape ({n},), got {type(y).__name__}"
                          + (f" of dtype {y.dtype}" if isinstance(y, torch.Tensor) else ''))
-    if y.shape != (n,): raise ValueError(f"{name}: expected shape ({n},) to match the images, got {tuple(y.shape)}")
+    if y.shape != (n,):
+        raise ValueError(f"{name}: expected shape ({n},) to match the images, got {tuple(y.shape)}")
     if n and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"{name}: expected values in [0, {num_classes}), got min {y.min().item()}, max {y.max().item()}")
+        raise ValueError(f"{name}: expected values in [0, {num_classes}), "
+                         f"got min {y.min().item()}, max {y.max().item()}")
+
+def _check_classifier_shape(in_channels, image_size, num_classes, width):
+    "Positive integers; at least 4 pixels (two 2x2 poolings) and 2 classes."
+    for name, v in (('in_channels', in_channels), ('image_size', image_size), ('num_classes', num_classes),
+                    ('width', width)): _check_positive_int(v, name)
+    if image_size < 4:
+        raise ValueError(f"image_size: expected at least 4 (two 2x2 poolings), got {image_size}")
+    if num_classes < 2: raise ValueError(f"num_classes: expected at least 2, got {num_classes}")
 
 # %% ../nbs/09_metrics.ipynb #37f0cbff
 class ImageClassifier(nn.Module):
-    "A small CNN: three conv-BatchNorm-ReLU blocks (2x2 max-pool after the first two), global average pool, linear head."
+    "A small CNN: three conv-BatchNorm-ReLU blocks (2x2 max-pool after two), average pool, linear head."
     def __init__(self,
                  in_channels: int = 1, # 1 for grey images, 3 for RGB
                  image_size: int = 28, # height = width of the images it reads
@@ -50,17 +67,15 @@ class ImageClassifier(nn.Module):
                  width: int = 16, # channels of the first block; the second has 2x, the third 4x
                 ):
         super().__init__()
-        for name, v in (('in_channels', in_channels), ('image_size', image_size), ('num_classes', num_classes), ('width', width)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-        if image_size < 4: raise ValueError(f"image_size: expected at least 4 (two 2x2 poolings), got {image_size}")
-        if num_classes < 2: raise ValueError(f"num_classes: expected at least 2, got {num_classes}")
-        self.in_channels, self.image_size, self.num_classes, self.width = in_channels, image_size, num_classes, width
-        def block(c_in, c_out): return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-        self.body = nn.Sequential(*block(in_channels, width), nn.MaxPool2d(2),               # (B, w, S/2, S/2)
-                                  *block(width, 2 * width), nn.MaxPool2d(2),                 # (B, 2w, S/4, S/4)
-                                  *block(2 * width, 4 * width),                              # (B, 4w, S/4, S/4)
-                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())                     # (B, 4w)
+        _check_classifier_shape(in_channels, image_size, num_classes, width)
+        self.in_channels, self.image_size = in_channels, image_size
+        self.num_classes, self.width = num_classes, width
+        def block(c_in, c_out):
+            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+        self.body = nn.Sequential(*block(in_channels, width), nn.MaxPool2d(2),           # (B, w, S/2, S/2)
+                                  *block(width, 2 * width), nn.MaxPool2d(2),             # (B, 2w, S/4, S/4)
+                                  *block(2 * width, 4 * width),                          # (B, 4w, S/4, S/4)
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())                 # (B, 4w)
         self.head = nn.Linear(4 * width, num_classes)
 
     @property
@@ -68,7 +83,7 @@ class ImageClassifier(nn.Module):
                                           num_classes=self.num_classes, width=self.width)
 
     def features(self,
-                 x: torch.Tensor, # images (B, in_channels, image_size, image_size); moved to the network's device
+                 x: torch.Tensor, # images (B, in_channels, image_size, image_size), moved to its device
                 ) -> torch.Tensor: # (B, 4 * width)
         "The penultimate features: the average over positions of the last conv block's output."
         _check_images(x, 'x', self.in_channels, self.image_size)
@@ -80,9 +95,20 @@ class ImageClassifier(nn.Module):
         return self.head(self.features(x))
 
 # %% ../nbs/09_metrics.ipynb #6f3a212a
-def _check_positive_int(v, name):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+def _check_training_args(images, labels, num_classes, steps, batch_size, lr, noise, seed):
+    "The argument checks of `train_classifier`."
+    _check_images(images, 'images')
+    if images.shape[2] != images.shape[3]:
+        raise ValueError(f"images: expected square images, got {tuple(images.shape)}")
+    _check_positive_int(num_classes, 'num_classes')
+    _check_labels(labels, len(images), num_classes)
+    _check_positive_int(steps, 'steps'); _check_positive_int(batch_size, 'batch_size'); _check_seed(seed)
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr: expected a positive number, got {lr!r}")
+    if not (isinstance(noise, (int, float)) and noise >= 0):
+        raise ValueError(f"noise: expected a number >= 0, got {noise!r}")
 
+# %% ../nbs/09_metrics.ipynb #109df4a5
 def train_classifier(images: torch.Tensor, # training images (N, C, S, S) in [-1, 1]
                      labels: torch.Tensor, # integer labels (N,) in [0, num_classes)
                      *,
@@ -91,21 +117,15 @@ def train_classifier(images: torch.Tensor, # training images (N, C, S, S) in [-1
                      steps: int = 600, # optimiser steps
                      batch_size: int = 32, # images per step
                      lr: float = 5e-3, # peak learning rate of the one-cycle schedule
-                     noise: float = 0.5, # augmentation: add Gaussian noise with a std drawn uniformly from [0, noise]
+                     noise: float = 0.5, # augmentation: Gaussian noise, std drawn uniformly from [0, noise]
                      seed: int = 0, # seeds the initial weights and the minibatches
                      device: str | torch.device | None = None, # where to train; see `get_device`
                      progress: bool = False, # show a progress bar
                     ) -> ImageClassifier: # trained, in evaluation mode, on `device`
     "Train an `ImageClassifier` with cross-entropy, AdamW, a one-cycle schedule and noise augmentation."
-    _check_images(images, 'images')
-    if images.shape[2] != images.shape[3]: raise ValueError(f"images: expected square images, got {tuple(images.shape)}")
-    _check_positive_int(num_classes, 'num_classes')
-    _check_labels(labels, len(images), num_classes)
-    _check_positive_int(steps, 'steps'); _check_positive_int(batch_size, 'batch_size'); _check_seed(seed)
-    if not (isinstance(lr, (int, float)) and lr > 0): raise ValueError(f"lr: expected a positive number, got {lr!r}")
-    if not (isinstance(noise, (int, float)) and noise >= 0): raise ValueError(f"noise: expected a number >= 0, got {noise!r}")
+    _check_training_args(images, labels, num_classes, steps, batch_size, lr, noise, seed)
     dev = get_device(device)
-    with torch.random.fork_rng(devices=[]):                      # initial weights from `seed`, global state untouched
+    with torch.random.fork_rng(devices=[]):                  # weights from `seed`; global state untouched
         torch.manual_seed(seed)
         model = ImageClassifier(images.shape[1], images.shape[2], num_classes, width)
     model.to(dev).train()
@@ -119,7 +139,7 @@ def train_classifier(images: torch.Tensor, # training images (N, C, S, S) in [-1
         if noise > 0:                                            # a noise level per image, up to `noise`
             s = noise * torch.rand(batch_size, 1, 1, 1, device=dev, generator=g)
             xb = (xb + s * torch.randn(xb.shape, device=dev, generator=g)).clamp(-1, 1)
-        loss = F.cross_entropy(model(xb), y[idx])
+        loss = F.cross_entropy(model(xb), y[idx])                # -log softmax(f(x))_y
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step(); sched.step()
@@ -134,13 +154,13 @@ def _load_cached_classifier(path, settings, device):
         ckpt = load_checkpoint(path, map_location=device)
         if ckpt.get('settings') != settings: return None
         model = ImageClassifier(**ckpt['config'])
-        model.load_state_dict(ckpt['model'])                       # strict: every tensor present and of the right shape
+        model.load_state_dict(ckpt['model'])              # strict: every tensor present, of the right shape
         return model.to(device).eval()
-    except Exception: return None                                  # missing, corrupt or foreign: retrain
+    except Exception: return None                             # missing, corrupt or foreign: retrain
 
-def digits_classifier(cache_dir: str | os.PathLike | None = None, # folder of cached weights; default `<data_root()>/classifiers`
+def digits_classifier(cache_dir: str | os.PathLike | None = None, # cache; default `<data_root()>/classifiers`
                       *,
-                      n_train: int = 20_000, # training images: the first n_train of the 'digits' training split (seed 0)
+                      n_train: int = 20_000, # training images: the first n_train of the 'digits' train split
                       steps: int = 600, # see `train_classifier`
                       batch_size: int = 32,
                       lr: float = 5e-3,
@@ -151,9 +171,10 @@ def digits_classifier(cache_dir: str | os.PathLike | None = None, # folder of ca
                       retrain: bool = False, # ignore (and overwrite) a cached copy
                       progress: bool = False, # show a progress bar while training
                      ) -> ImageClassifier: # in evaluation mode, on `device`
-    "A classifier of the built-in digits: loaded from the cache, or trained and cached if there is no valid copy."
+    "A classifier of the built-in digits: loaded from the cache, or trained and cached if none is valid."
     _check_n(n_train, 'n_train'); _check_seed(seed)
-    for name, v in (('steps', steps), ('batch_size', batch_size), ('width', width)): _check_positive_int(v, name)
+    for name, v in (('steps', steps), ('batch_size', batch_size), ('width', width)):
+        _check_positive_int(v, name)
     settings = dict(version=CLASSIFIER_CACHE_VERSION, data='digits', n_train=int(n_train), steps=steps,
                     batch_size=batch_size, lr=lr, noise=noise, width=width, seed=int(seed))
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
@@ -162,18 +183,26 @@ def digits_classifier(cache_dir: str | os.PathLike | None = None, # folder of ca
     dev = get_device(device)
     if not retrain and (model := _load_cached_classifier(path, settings, dev)) is not None: return model
     x, y = load_dataset('digits', train=True, n=n_train)
-    model = train_classifier(x, y, num_classes=10, width=width, steps=steps, batch_size=batch_size, lr=lr, noise=noise, seed=seed,
-                             device=dev, progress=progress)
+    model = train_classifier(x, y, num_classes=10, width=width, steps=steps, batch_size=batch_size, lr=lr,
+                             noise=noise, seed=seed, device=dev, progress=progress)
     try: save_checkpoint({'settings': settings, 'config': model.config,
                           'model': {k: v.cpu() for k, v in model.state_dict().items()}}, path)
-    except OSError as e: warnings.warn(f"cache_dir: could not write the classifier cache {path!r} ({e}); it will be trained again next time")
+    except OSError as e:
+        warnings.warn(f"cache_dir: could not write the classifier cache {path!r} ({e}); "
+                      "it will be trained again next time")
     return model
 
 # %% ../nbs/09_metrics.ipynb #6a67992d
 def _batched(fn, x, batch_size):
     "fn applied to consecutive batches of x, without gradients, concatenated on the CPU."
     _check_positive_int(batch_size, 'batch_size')
-    with torch.no_grad(): return torch.cat([fn(x[i:i + batch_size]).detach().cpu() for i in range(0, len(x), batch_size)])
+    with torch.no_grad():
+        return torch.cat([fn(x[i:i + batch_size]).detach().cpu() for i in range(0, len(x), batch_size)])
+
+def _check_labelled(classifier, images, labels):
+    "Images the classifier reads, and one label in [0, K) per image."
+    _check_images(images, 'images', classifier.in_channels, classifier.image_size)
+    _check_labels(labels, len(images), classifier.num_classes)
 
 def classifier_logits(classifier: ImageClassifier, # e.g. from `digits_classifier`
                       images: torch.Tensor, # (N, C, S, S) matching the classifier
@@ -184,16 +213,16 @@ def classifier_logits(classifier: ImageClassifier, # e.g. from `digits_classifie
     classifier.eval()
     return _batched(classifier, images, batch_size).float()
 
+# %% ../nbs/09_metrics.ipynb #a7d1e2ff
 def confusion_matrix(classifier: ImageClassifier, # e.g. from `digits_classifier`
                      images: torch.Tensor, # (N, C, S, S)
                      labels: torch.Tensor, # requested (or true) labels (N,)
                      batch_size: int = 500,
                     ) -> torch.Tensor: # (num_classes, num_classes) int64: row = requested, column = predicted
     "Counts $C_{jk}$ of images with label $j$ that the classifier reads as class $k$."
-    _check_images(images, 'images', classifier.in_channels, classifier.image_size)
-    _check_labels(labels, len(images), classifier.num_classes)
+    _check_labelled(classifier, images, labels)
     K = classifier.num_classes
-    pred = classifier_logits(classifier, images, batch_size).argmax(1)
+    pred = classifier_logits(classifier, images, batch_size).argmax(1)           # arg max_k f(x_i)_k, (N,)
     return torch.bincount(labels.cpu() * K + pred, minlength=K * K).reshape(K, K)
 
 def conditional_accuracy(classifier: ImageClassifier, # e.g. from `digits_classifier`
@@ -203,24 +232,22 @@ def conditional_accuracy(classifier: ImageClassifier, # e.g. from `digits_classi
                         ) -> float:
     "The fraction of images the classifier reads as their requested label."
     C = confusion_matrix(classifier, images, labels, batch_size)
-    return C.trace().item() / C.sum().item()
+    return C.trace().item() / C.sum().item()                                     # the diagonal: read as y_i
 
 # %% ../nbs/09_metrics.ipynb #e2d11dd1
-def _sqrt_psd(s, name):
-    "The symmetric square root of a symmetric positive semi-definite matrix, by its eigendecomposition."
-    lam, V = torch.linalg.eigh(s)
+def _check_psd(s, name):
+    "Refuse a symmetric matrix with a clearly negative eigenvalue (rounding may push a zero slightly below)."
+    lam = torch.linalg.eigvalsh(s)
     if lam.min() < -1e-8 * max(lam.abs().max().item(), 1.0):
-        raise ValueError(f"{name}: expected a positive semi-definite matrix, its smallest eigenvalue is {lam.min().item():.3g}")
-    return (V * lam.clamp_min(0).sqrt()) @ V.T
+        raise ValueError(f"{name}: expected a positive semi-definite matrix, its smallest eigenvalue is "
+                         f"{lam.min().item():.3g}")
 
-def frechet_distance(mu1, # mean of the first Gaussian, shape (D,); a tensor or an array
-                     sigma1, # its covariance, shape (D, D), symmetric positive semi-definite
-                     mu2, # mean of the second Gaussian, shape (D,)
-                     sigma2, # its covariance, shape (D, D)
-                    ) -> float:
-    "Squared Fréchet distance $\\lVert\\mu_1-\\mu_2\\rVert^2 + \\operatorname{tr}\\Sigma_1 + \\operatorname{tr}\\Sigma_2 - 2\\operatorname{tr}(\\Sigma_1^{1/2}\\Sigma_2\\Sigma_1^{1/2})^{1/2}$, in float64."
-    mu1, s1, mu2, s2 = (_as_float64(v, n) for v, n in ((mu1, 'mu1'), (sigma1, 'sigma1'), (mu2, 'mu2'), (sigma2, 'sigma2')))
-    if mu1.ndim != 1 or len(mu1) == 0: raise ValueError(f"mu1: expected a vector of shape (D,), got shape {tuple(mu1.shape)}")
+def _check_gaussians(mu1, sigma1, mu2, sigma2):
+    "Two means (D,) and covariances (D, D): finite, symmetric, positive semi-definite; returned as float64."
+    mu1, s1, mu2, s2 = (_as_float64(v, n) for v, n in ((mu1, 'mu1'), (sigma1, 'sigma1'), (mu2, 'mu2'),
+                                                        (sigma2, 'sigma2')))
+    if mu1.ndim != 1 or len(mu1) == 0:
+        raise ValueError(f"mu1: expected a vector of shape (D,), got shape {tuple(mu1.shape)}")
     D = len(mu1)
     if mu2.shape != (D,): raise ValueError(f"mu2: expected shape ({D},) like mu1, got {tuple(mu2.shape)}")
     for s, name in ((s1, 'sigma1'), (s2, 'sigma2')):
@@ -230,66 +257,107 @@ def frechet_distance(mu1, # mean of the first Gaussian, shape (D,); a tensor or 
             raise ValueError(f"{name}: expected a symmetric matrix")
     for m, name in ((mu1, 'mu1'), (mu2, 'mu2')):
         if not torch.isfinite(m).all(): raise ValueError(f"{name}: contains NaN or infinite values")
-    r1 = _sqrt_psd((s1 + s1.T) / 2, 'sigma1')
-    _sqrt_psd((s2 + s2.T) / 2, 'sigma2')                                     # only to refuse a non-PSD sigma2
-    M = r1 @ s2 @ r1
-    tr_sqrt = torch.linalg.eigvalsh((M + M.T) / 2).clamp_min(0).sqrt().sum()
+    _check_psd((s1 + s1.T) / 2, 'sigma1'); _check_psd((s2 + s2.T) / 2, 'sigma2')
+    return mu1, s1, mu2, s2
+
+# %% ../nbs/09_metrics.ipynb #ee77a2a8
+def _sqrt_psd(s):
+    "The symmetric square root $V \\Lambda^{1/2} V^\\top$ of a symmetric PSD matrix $s = V \\Lambda V^\\top$."
+    lam, V = torch.linalg.eigh(s)
+    return (V * lam.clamp_min(0).sqrt()) @ V.T
+
+def frechet_distance(mu1, # mean of the first Gaussian, shape (D,); a tensor or an array
+                     sigma1, # its covariance, shape (D, D), symmetric positive semi-definite
+                     mu2, # mean of the second Gaussian, shape (D,)
+                     sigma2, # its covariance, shape (D, D)
+                    ) -> float:
+    "Squared Fréchet distance of $\\mathcal N(\\mu_1, \\Sigma_1)$ and $\\mathcal N(\\mu_2, \\Sigma_2)$."
+    mu1, s1, mu2, s2 = _check_gaussians(mu1, sigma1, mu2, sigma2)
+    r1 = _sqrt_psd((s1 + s1.T) / 2)                                          # Σ1^(1/2)
+    M = r1 @ s2 @ r1                                                         # symmetric PSD
+    tr_sqrt = torch.linalg.eigvalsh((M + M.T) / 2).clamp_min(0).sqrt().sum() # tr M^(1/2) = Σ_i sqrt(m_i)
     d2 = (mu1 - mu2).square().sum() + s1.trace() + s2.trace() - 2 * tr_sqrt
     return max(d2.item(), 0.0)
 
 # %% ../nbs/09_metrics.ipynb #9791e20a
-def feature_statistics(images: torch.Tensor, # (N, C, H, W) images, N >= 2
-                       feature_fn: Callable[[torch.Tensor], torch.Tensor], # image batch (B, C, H, W) -> features (B, D)
-                       batch_size: int = 500, # images per call of feature_fn
-                      ) -> tuple[torch.Tensor, torch.Tensor]: # mean (D,), covariance (D, D), both float64
-    "Mean and unbiased covariance of the features of a set of images."
+def _check_covariance_set(images):
+    "Images, at least two of them (a covariance needs two)."
     _check_images(images, 'images')
-    if len(images) < 2: raise ValueError(f"images: expected at least 2 images for a covariance, got {len(images)}")
+    if len(images) < 2:
+        raise ValueError(f"images: expected at least 2 images for a covariance, got {len(images)}")
+
+def _features(feature_fn, images, batch_size):
+    "feature_fn over the images in batches: one row of D features per image, checked."
     f = _batched(feature_fn, images, batch_size)
     if f.ndim != 2 or len(f) != len(images):
         raise ValueError(f"feature_fn: expected features of shape ({len(images)}, D), got {tuple(f.shape)}")
-    f = f.double()
+    return f
+
+def _check_finite_features(f):
     if not torch.isfinite(f).all(): raise ValueError("feature_fn: returned NaN or infinite features")
+    return f
+
+def _check_image_pair(images_a, images_b):
+    "Two image sets of the same image shape."
+    _check_images(images_a, 'images_a'); _check_images(images_b, 'images_b')
+    if images_a.shape[1:] != images_b.shape[1:]:
+        raise ValueError(f"images_b: expected images of shape (M, {', '.join(map(str, images_a.shape[1:]))}) "
+                         f"like images_a, got {tuple(images_b.shape)}")
+
+def _default_features(images):
+    "The digit classifier's features, for (N, 1, 28, 28) images only."
+    if images.shape[1:] != (1, 28, 28):
+        raise ValueError(f"feature_fn: the default (digit classifier) reads (N, 1, 28, 28) images, got "
+                         f"{tuple(images.shape)}; pass a feature_fn for these")
+    return digits_classifier().features
+
+# %% ../nbs/09_metrics.ipynb #36a45011
+def feature_statistics(images: torch.Tensor, # (N, C, H, W) images, N >= 2
+                       feature_fn: Callable[[torch.Tensor], torch.Tensor], # batch (B, C, H, W) -> (B, D)
+                       batch_size: int = 500, # images per call of feature_fn
+                      ) -> tuple[torch.Tensor, torch.Tensor]: # mean (D,), covariance (D, D), both float64
+    "Mean and unbiased covariance of the features of a set of images."
+    _check_covariance_set(images)
+    f = _check_finite_features(_features(feature_fn, images, batch_size).double())   # (N, D)
     mu = f.mean(0)
     return mu, (f - mu).T @ (f - mu) / (len(f) - 1)
 
 def fid(images_a: torch.Tensor, # (N, C, H, W), e.g. real images
         images_b: torch.Tensor, # (M, C, H, W), e.g. samples; compare FIDs only at equal sizes
-        feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, # batch -> (B, D); default: `digits_classifier().features`
+        feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, # batch -> (B, D); None: digits
         batch_size: int = 500, # images per call of feature_fn
        ) -> float:
-    "Fréchet distance between Gaussians fitted to the features of two image sets (FID with Inception features)."
-    _check_images(images_a, 'images_a'); _check_images(images_b, 'images_b')
-    if images_a.shape[1:] != images_b.shape[1:]:
-        raise ValueError(f"images_b: expected images of shape (M, {', '.join(map(str, images_a.shape[1:]))}) like images_a, "
-                         f"got {tuple(images_b.shape)}")
-    if feature_fn is None:
-        if images_a.shape[1:] != (1, 28, 28):
-            raise ValueError(f"feature_fn: the default (digit classifier) reads (N, 1, 28, 28) images, got "
-                             f"{tuple(images_a.shape)}; pass a feature_fn for these")
-        feature_fn = digits_classifier().features
+    "Fréchet distance of Gaussians fitted to the features of two image sets (FID with Inception features)."
+    _check_image_pair(images_a, images_b)
+    if feature_fn is None: feature_fn = _default_features(images_a)          # `digits_classifier().features`
     stats = [feature_statistics(x, feature_fn, batch_size) for x in (images_a, images_b)]
     return frechet_distance(*stats[0], *stats[1])
 
 # %% ../nbs/09_metrics.ipynb #38d35f10
+def _check_feature_matrix(features):
+    if not isinstance(features, torch.Tensor) or features.ndim != 2 or len(features) < 2:
+        raise ValueError(f"features: expected a tensor of shape (n, D) with n >= 2, "
+                         f"got {getattr(features, 'shape', features)!r}")
+
+def _check_labelled_set(images, labels, num_classes):
+    "Images, and one label in [0, num_classes) per image."
+    _check_images(images, 'images'); _check_positive_int(num_classes, 'num_classes')
+    _check_labels(labels, len(images), num_classes)
+
+# %% ../nbs/09_metrics.ipynb #dbdaa21f
 def mean_pairwise_distance(features: torch.Tensor, # (n, D), n >= 2
                           ) -> float:
     "Mean Euclidean distance over the n(n-1)/2 pairs of distinct rows."
-    if not isinstance(features, torch.Tensor) or features.ndim != 2 or len(features) < 2:
-        raise ValueError(f"features: expected a tensor of shape (n, D) with n >= 2, got {getattr(features, 'shape', features)!r}")
-    return torch.pdist(features.double()).mean().item()
+    _check_feature_matrix(features)
+    return torch.pdist(features.double()).mean().item()      # pdist: ||φ_i - φ_j|| for all i < j
 
 def class_diversity(images: torch.Tensor, # (N, C, H, W) images, e.g. class-conditional samples
                     labels: torch.Tensor, # (N,) their (requested) labels
-                    feature_fn: Callable[[torch.Tensor], torch.Tensor], # batch -> (B, D), e.g. `classifier.features`
+                    feature_fn: Callable[[torch.Tensor], torch.Tensor], # batch -> (B, D), e.g. `clf.features`
                     num_classes: int = 10, # labels must lie in [0, num_classes)
                     batch_size: int = 500, # images per call of feature_fn
-                   ) -> dict[int, float]: # class -> mean pairwise feature distance, for classes with >= 2 images
+                   ) -> dict[int, float]: # class -> mean pairwise feature distance (classes with >= 2 images)
     "Mean pairwise feature distance within each class: a measure of sample variety."
-    _check_images(images, 'images'); _check_positive_int(num_classes, 'num_classes')
-    _check_labels(labels, len(images), num_classes)
-    f = _batched(feature_fn, images, batch_size)
-    if f.ndim != 2 or len(f) != len(images):
-        raise ValueError(f"feature_fn: expected features of shape ({len(images)}, D), got {tuple(f.shape)}")
-    labels = labels.cpu()
+    _check_labelled_set(images, labels, num_classes)
+    f, labels = _features(feature_fn, images, batch_size), labels.cpu()           # (N, D), (N,)
     return {k: mean_pairwise_distance(f[labels == k]) for k in range(num_classes) if (labels == k).sum() >= 2}
