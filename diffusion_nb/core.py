@@ -54,6 +54,12 @@ def make_generator(seed: int, # non-negative integer seed
     _check_seed(seed)
     return torch.Generator(device=get_device(device)).manual_seed(int(seed))
 
+# %% ../nbs/00_core.ipynb #80c58b72
+def _check_coef(v, x):
+    if v.ndim != 1 or v.shape[0] != x.shape[0]:
+        raise ValueError(f"v: expected a scalar or shape ({x.shape[0]},) to match the batch of x {tuple(x.shape)}, "
+                         f"got shape {tuple(v.shape)}")
+
 # %% ../nbs/00_core.ipynb #5e0540f8
 def expand_like(v: torch.Tensor | float, # per-example coefficient of shape `(B,)`, or a scalar
                 x: torch.Tensor, # the batch it multiplies, shape `(B, ...)`
@@ -61,9 +67,7 @@ def expand_like(v: torch.Tensor | float, # per-example coefficient of shape `(B,
     "Reshape `v` to `(B, 1, ..., 1)` so it broadcasts against `x`; scalars are returned as 0-d tensors."
     v = torch.as_tensor(v, device=x.device)
     if v.ndim == 0: return v
-    if v.ndim != 1 or v.shape[0] != x.shape[0]:
-        raise ValueError(f"v: expected a scalar or shape ({x.shape[0]},) to match the batch of x {tuple(x.shape)}, "
-                         f"got shape {tuple(v.shape)}")
+    _check_coef(v, x)
     return v.reshape(-1, *([1] * (x.ndim - 1)))
 
 # %% ../nbs/00_core.ipynb #a9503237
@@ -104,6 +108,7 @@ def show_points(x: torch.Tensor, # points of shape (N, 2)
                 title: str | None = None, # axis title
                 lim: float | None = None, # show [-lim, lim]^2; default: fit the data
                 s: float = 1.0, # marker size
+                labels: tuple | None = ('$x_1$', '$x_2$'), # axis labels (horizontal, vertical); `None`: none
                 **kwargs, # passed on to `ax.scatter`
                ) -> plt.Axes:
     "Scatter a set of 2-D points with equal axis scales."
@@ -114,6 +119,7 @@ def show_points(x: torch.Tensor, # points of shape (N, 2)
     ax.scatter(x[:, 0], x[:, 1], s=s, alpha=kwargs.pop('alpha', 0.5), linewidths=0, **kwargs)
     if lim is not None: ax.set_xlim(-lim, lim); ax.set_ylim(-lim, lim)
     ax.set_aspect('equal')
+    if labels: ax.set_xlabel(labels[0]); ax.set_ylabel(labels[1])
     if title: ax.set_title(title)
     return ax
 
@@ -126,6 +132,7 @@ def show_point_sets(sets: Mapping[str, torch.Tensor], # title -> points of shape
     if lim is None: lim = 1.05 * max(v.detach().abs().max().item() for v in sets.values())
     fig, axs = plt.subplots(1, len(sets), figsize=(size * len(sets), size), squeeze=False)
     for ax, (title, pts) in zip(axs[0], sets.items()): show_points(pts, ax=ax, title=title, lim=lim, **kwargs)
+    for ax in axs[0][1:]: ax.set_ylabel('')                       # one vertical label per row
     fig.tight_layout()
     return axs[0]
 

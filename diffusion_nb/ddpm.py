@@ -17,18 +17,31 @@ from fastprogress.fastprogress import progress_bar
 from .core import make_generator
 from .schedules import NoiseSchedule, q_sample
 
+# %% ../nbs/04_ddpm.ipynb #b0a62d09
+def _check_embedding(t, dim):
+    if dim < 2 or dim % 2: raise ValueError(f"dim: expected an even integer >= 2, got {dim}")
+    if t.ndim != 1: raise ValueError(f"t: expected shape (B,), got {tuple(t.shape)}")
+
 # %% ../nbs/04_ddpm.ipynb #fec324ad
 def timestep_embedding(t: torch.Tensor, # (B,) timesteps, integer or float
                        dim: int, # embedding size, even
                        max_period: float = 10_000.0, # P: the slowest frequency is 1/P
                       ) -> torch.Tensor:
     "Sinusoidal embedding (B, dim) of timesteps: sines then cosines at frequencies max_period^(-i/(dim/2))."
-    if dim < 2 or dim % 2: raise ValueError(f"dim: expected an even integer >= 2, got {dim}")
-    if t.ndim != 1: raise ValueError(f"t: expected shape (B,), got {tuple(t.shape)}")
+    _check_embedding(t, dim)
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
     args = t.float()[:, None] * freqs[None]  # (B, half)
     return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+
+# %% ../nbs/04_ddpm.ipynb #9e1189d5
+def _check_mlp_inputs(model, x, y):
+    if x.ndim != 2 or x.shape[1] != model.dim:
+        raise ValueError(f"x: expected shape (B, {model.dim}), got {tuple(x.shape)}")
+    if y is not None and model.label_emb is None: raise ValueError("y: this model was built without num_classes")
+    if y is not None and (y.min() < 0 or y.max() > model.num_classes):
+        raise ValueError(f"y: expected labels in [0, {model.num_classes}] ({model.num_classes} = null), "
+                         f"got range [{y.min().item()}, {y.max().item()}]")
 
 # %% ../nbs/04_ddpm.ipynb #aafd8656
 class ResidualBlock(nn.Module):
@@ -40,7 +53,7 @@ class ResidualBlock(nn.Module):
         return h + self.fc2(F.silu(self.fc1(F.silu(self.norm(h) + emb))))
 
 class NoisePredictorMLP(nn.Module):
-    "eps_theta(x_t, t[, y]) for vector data: a residual MLP with a sinusoidal time embedding (and optional labels)."
+    "eps_theta(x_t, t[, y]) for vector data: a residual MLP, a sinusoidal time embedding, optional labels."
     def __init__(self,
                  dim: int = 2, # data dimension D
                  width: int = 128, # hidden width
@@ -55,24 +68,25 @@ class NoisePredictorMLP(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, width), nn.SiLU(), nn.Linear(width, width))
         self.label_emb = nn.Embedding(num_classes + 1, width) if num_classes else None
         self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(depth))
-        self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, 2 * dim if learn_variance else dim))
+        d_out = 2 * dim if learn_variance else dim
+        self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, d_out))
         nn.init.zeros_(self.out[-1].weight); nn.init.zeros_(self.out[-1].bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x: expected shape (B, {self.dim}), got {tuple(x.shape)}")
-        t_unique, index = torch.unique(t, return_inverse=True)  # a sampler's batch shares one t: embed it once
+        _check_mlp_inputs(self, x, y)
+        t_unique, index = torch.unique(t, return_inverse=True)  # a sampler's batch shares one t: embed once
         emb = self.time_mlp(timestep_embedding(t_unique, self.time_dim))[index]  # (B, width)
-        if y is not None and self.label_emb is None: raise ValueError("y: this model was built without num_classes")
         if self.label_emb is not None:
-            if y is None: y = torch.full_like(t, self.num_classes, dtype=torch.long)  # no label: the null label
-            if y.min() < 0 or y.max() > self.num_classes:
-                raise ValueError(f"y: expected labels in [0, {self.num_classes}] ({self.num_classes} = null), "
-                                 f"got range [{y.min().item()}, {y.max().item()}]")
+            if y is None: y = torch.full_like(t, self.num_classes, dtype=torch.long)  # no label: null label
             emb = emb + self.label_emb(y)
-        h = self.inp(x)
+        h = self.inp(x)                                                            # (B, width)
         for block in self.blocks: h = block(h, emb)
-        return self.out(h)
+        return self.out(h)                                                         # (B, D) or (B, 2D)
+
+# %% ../nbs/04_ddpm.ipynb #91f468cb
+def _check_eps_pred(pred, eps):
+    if pred.shape != eps.shape:
+        raise ValueError(f"model: expected an eps prediction of shape {tuple(eps.shape)}, got {tuple(pred.shape)}")
 
 # %% ../nbs/04_ddpm.ipynb #bb0a40c2
 def simple_loss(model: nn.Module, # eps-predicting model(x_t, t[, y])
@@ -81,14 +95,21 @@ def simple_loss(model: nn.Module, # eps-predicting model(x_t, t[, y])
                 y: torch.Tensor | None = None, # optional labels
                 generator: torch.Generator | None = None, # for t and eps; on x0's device
                ) -> torch.Tensor:
-    "L_simple: mean squared error between eps and eps_theta(x_t, t) at uniformly drawn t (Ho et al. Algorithm 1)."
+    "L_simple: mean squared error between eps and eps_theta(x_t, t), t uniform (Ho et al. Algorithm 1)."
     t = torch.randint(0, schedule.T, (x0.shape[0],), device=x0.device, generator=generator)
     eps = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
     x_t = q_sample(schedule, x0, t, eps)
     pred = model(x_t, t) if y is None else model(x_t, t, y)
-    if pred.shape != eps.shape:
-        raise ValueError(f"model: expected an eps prediction of shape {tuple(eps.shape)}, got {tuple(pred.shape)}")
+    _check_eps_pred(pred, eps)
     return F.mse_loss(pred, eps)
+
+# %% ../nbs/04_ddpm.ipynb #f247811b
+def _check_train_args(data, labels, steps, batch_size, warmup, ema_decay):
+    for name, v in (('steps', steps), ('batch_size', batch_size), ('warmup', warmup + 1)):
+        if not isinstance(v, int) or v < 1: raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+    if not 0 <= ema_decay < 1: raise ValueError(f"ema_decay: expected a value in [0, 1), got {ema_decay}")
+    if labels is not None and labels.shape != data.shape[:1]:
+        raise ValueError(f"labels: expected shape ({data.shape[0]},), got {tuple(labels.shape)}")
 
 # %% ../nbs/04_ddpm.ipynb #758f6d1e
 def train_ddpm(model: nn.Module, # eps-predicting model to train (in place)
@@ -105,23 +126,20 @@ def train_ddpm(model: nn.Module, # eps-predicting model to train (in place)
                progress: bool = True, # show a progress bar
                loss_fn=simple_loss, # loss_fn(model, schedule, x0, y, generator) -> scalar
               ) -> tuple[nn.Module, list[float]]:
-    "Train with L_simple (Ho et al. Algorithm 1) or another `loss_fn`; returns the EMA model and every step's loss."
-    for name, v in (('steps', steps), ('batch_size', batch_size), ('warmup', warmup + 1)):
-        if not isinstance(v, int) or v < 1: raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-    if not 0 <= ema_decay < 1: raise ValueError(f"ema_decay: expected a value in [0, 1), got {ema_decay}")
-    if labels is not None and labels.shape != data.shape[:1]:
-        raise ValueError(f"labels: expected shape ({data.shape[0]},), got {tuple(labels.shape)}")
+    "Train with L_simple (Ho et al. Algorithm 1) or another `loss_fn`; return the EMA model and every loss."
+    _check_train_args(data, labels, steps, batch_size, warmup, ema_decay)
     device = schedule.betas.device
     data = data.to(device)
     labels = labels.to(device) if labels is not None else None
     model.to(device).train()
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min((i + 1) / warmup, 0.5 * (1 + math.cos(math.pi * i / steps))))
+    warmup_cosine = lambda i: min((i + 1) / max(warmup, 1), 0.5 * (1 + math.cos(math.pi * i / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine)
     g = make_generator(seed, device)
     losses = []
     bar = progress_bar(range(steps), leave=False) if progress else range(steps)
-    for _ in bar:
+    for _ in bar:                                         # one step of Algorithm 1
         idx = torch.randint(0, data.shape[0], (batch_size,), device=device, generator=g)
         loss = loss_fn(model, schedule, data[idx], None if labels is None else labels[idx], generator=g)
         opt.zero_grad(set_to_none=True)

@@ -15,11 +15,12 @@ from .core import expand_like
 from .data import GaussianMixture
 from .schedules import NoiseSchedule
 
-# %% ../nbs/03_posterior.ipynb #78440efc
+# %% ../nbs/03_posterior.ipynb #642f969d
 def _check_pair(a, b, name_a, name_b):
     if a.shape != b.shape:
         raise ValueError(f"{name_b}: expected the same shape as {name_a} {tuple(a.shape)}, got {tuple(b.shape)}")
 
+# %% ../nbs/03_posterior.ipynb #78440efc
 def mu_tilde(schedule: NoiseSchedule, # holds the precomputed posterior coefficients
              x0: torch.Tensor, # clean data, (B, ...)
              x_t: torch.Tensor, # noised data at step t, same shape
@@ -28,23 +29,31 @@ def mu_tilde(schedule: NoiseSchedule, # holds the precomputed posterior coeffici
     "Posterior mean of q(x_{t-1} | x_t, x_0) (Ho et al. eq. 7)."
     _check_pair(x0, x_t, 'x0', 'x_t')
     t = schedule.check_t(t)
-    return expand_like(schedule.mu_tilde_coef_x0[t], x_t) * x0 + expand_like(schedule.mu_tilde_coef_xt[t], x_t) * x_t
+    c_x0, c_xt = schedule.mu_tilde_coef_x0[t], schedule.mu_tilde_coef_xt[t]
+    return expand_like(c_x0, x_t) * x0 + expand_like(c_xt, x_t) * x_t
 
 # %% ../nbs/03_posterior.ipynb #18bc9647
-def x0_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def x0_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
+               ) -> torch.Tensor:
     "Invert the forward marginal for x_0: (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)."
     _check_pair(x_t, eps, 'x_t', 'eps')
     t = schedule.check_t(t)
-    return (x_t - expand_like(schedule.sqrt_one_minus_alpha_bar[t], x_t) * eps) / expand_like(schedule.sqrt_alpha_bar[t], x_t)
+    sab = expand_like(schedule.sqrt_alpha_bar[t], x_t)
+    s1mab = expand_like(schedule.sqrt_one_minus_alpha_bar[t], x_t)
+    return (x_t - s1mab * eps) / sab
 
-def eps_from_x0(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+def eps_from_x0(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor
+               ) -> torch.Tensor:
     "Invert the forward marginal for eps: (x_t - sqrt(alpha_bar) x_0) / sqrt(1 - alpha_bar)."
     _check_pair(x_t, x0, 'x_t', 'x0')
     t = schedule.check_t(t)
-    return (x_t - expand_like(schedule.sqrt_alpha_bar[t], x_t) * x0) / expand_like(schedule.sqrt_one_minus_alpha_bar[t], x_t)
+    sab = expand_like(schedule.sqrt_alpha_bar[t], x_t)
+    s1mab = expand_like(schedule.sqrt_one_minus_alpha_bar[t], x_t)
+    return (x_t - sab * x0) / s1mab
 
 # %% ../nbs/03_posterior.ipynb #577acaeb
-def mu_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def mu_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
+               ) -> torch.Tensor:
     "Posterior mean in eps form: (x_t - beta / sqrt(1 - alpha_bar) eps) / sqrt(alpha) (Ho et al. eq. 11)."
     _check_pair(x_t, eps, 'x_t', 'eps')
     t = schedule.check_t(t)
@@ -57,15 +66,24 @@ VARIANCES = ('beta', 'beta_tilde', 'learned')
 def _check_variance(variance):
     if variance not in VARIANCES: raise ValueError(f"variance: expected one of {VARIANCES}, got {variance!r}")
 
+def _check_learned(out, x_t):
+    if out.shape[1] != 2 * x_t.shape[1]:
+        raise ValueError(f"variance: 'learned' needs a model that outputs 2 x {x_t.shape[1]} channels (eps and v), "
+                         f"got {out.shape[1]}")
+
+# %% ../nbs/03_posterior.ipynb #38774a1f
 def learned_log_variance(schedule: NoiseSchedule, # the noise schedule
                          t: torch.Tensor, # (B,) integer timesteps
                          v: torch.Tensor, # the model's variance output, (B, ...), nominally in [-1, 1]
                         ) -> torch.Tensor:
-    "log sigma_t^2 interpolated between log beta_tilde_t (v = -1) and log beta_t (v = 1) (Nichol & Dhariwal eq. 15)."
+    "log sigma_t^2 between log beta_tilde_t (v = -1) and log beta_t (v = 1) (Nichol & Dhariwal eq. 15)."
     frac = (v + 1) / 2
-    return frac * expand_like(schedule.betas[t].log(), v) + (1 - frac) * expand_like(schedule.log_beta_tilde[t], v)
+    log_beta = expand_like(schedule.betas[t].log(), v)
+    log_beta_tilde = expand_like(schedule.log_beta_tilde[t], v)
+    return frac * log_beta + (1 - frac) * log_beta_tilde
 
-def p_mean_variance(model: nn.Module, # model(x_t, t[, y]): eps, or eps and v concatenated on dim 1 for 'learned'
+# %% ../nbs/03_posterior.ipynb #c109a446
+def p_mean_variance(model: nn.Module, # model(x_t, t[, y]): eps, or eps and v on dim 1 ('learned')
                     schedule: NoiseSchedule,
                     x_t: torch.Tensor, # (B, ...)
                     t: torch.Tensor, # (B,) integer timesteps
@@ -78,13 +96,12 @@ def p_mean_variance(model: nn.Module, # model(x_t, t[, y]): eps, or eps and v co
     t = schedule.check_t(t)
     out = model(x_t, t) if y is None else model(x_t, t, y)
     if variance == 'learned':
-        if out.shape[1] != 2 * x_t.shape[1]:
-            raise ValueError(f"variance: 'learned' needs a model that outputs 2 x {x_t.shape[1]} channels (eps and v), "
-                             f"got {out.shape[1]}")
+        _check_learned(out, x_t)
         eps, v = out.chunk(2, dim=1)
         sigma2 = learned_log_variance(schedule, t, v).exp()
     else:
-        eps, sigma2 = out, expand_like((schedule.betas if variance == 'beta' else schedule.beta_tilde)[t], x_t)
+        fixed = schedule.betas if variance == 'beta' else schedule.beta_tilde
+        eps, sigma2 = out, expand_like(fixed[t], x_t)
     if clip_x0:
         return mu_tilde(schedule, x0_from_eps(schedule, x_t, t, eps).clamp(-1, 1), x_t, t), sigma2
     return mu_from_eps(schedule, x_t, t, eps), sigma2
@@ -98,9 +115,15 @@ class OracleEps(nn.Module):
         self.register_buffer('alpha_bar', schedule.alpha_bar.double().clone())
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         alpha_bar = self.alpha_bar[t]
-        # A sampler's step has one t for the whole batch; a scalar lets the oracle share one mixture across rows (fast).
+        # A sampler's step has one t for the whole batch: a scalar lets the oracle share one mixture (fast).
         if bool((t == t[0]).all()): alpha_bar = alpha_bar[0].item()
         return self.mixture.eps_star(x_t, alpha_bar)
+
+# %% ../nbs/03_posterior.ipynb #376336df
+def _check_sample_args(variance, shape, x_T):
+    _check_variance(variance)
+    if x_T is not None and tuple(x_T.shape) != tuple(shape):
+        raise ValueError(f"x_T: expected shape {tuple(shape)}, got {tuple(x_T.shape)}")
 
 # %% ../nbs/03_posterior.ipynb #077bf8a7
 @torch.no_grad()
@@ -117,16 +140,15 @@ def sample_ddpm(model: nn.Module, # eps-predicting model(x_t, t[, y])
                 progress: bool = False, # show a progress bar
                ):
     "Ancestral sampling from p_theta (Ho et al. Algorithm 2)."
-    _check_variance(variance)
+    _check_sample_args(variance, shape, x_T)
     device = schedule.betas.device
-    x = torch.randn(shape, generator=generator, device=device) if x_T is None else x_T.to(device)
-    if tuple(x.shape) != tuple(shape): raise ValueError(f"x_T: expected shape {tuple(shape)}, got {tuple(x.shape)}")
+    x = torch.randn(shape, generator=generator, device=device) if x_T is None else x_T.to(device)   # x_T
     trajectory = [x]
-    steps = range(schedule.T - 1, -1, -1)
+    steps = range(schedule.T - 1, -1, -1)                                  # code t = T-1, ..., 0
     for i in (progress_bar(steps, leave=False) if progress else steps):
         t = torch.full((shape[0],), i, device=device, dtype=torch.long)
         mean, sigma2 = p_mean_variance(model, schedule, x, t, y, variance, clip_x0)
         z = torch.randn(shape, generator=generator, device=device) if i > 0 else torch.zeros_like(x)
-        x = mean + sigma2.sqrt() * z
+        x = mean + sigma2.sqrt() * z                                       # x_{t-1} = mu_theta + sigma_t z
         if return_trajectory: trajectory.append(x)
     return (x, trajectory) if return_trajectory else x

@@ -9,20 +9,17 @@ __all__ = ['SCHEDULES', 'linear_betas', 'cosine_betas', 'NoiseSchedule', 'make_s
 import math, numbers
 
 import torch
+from fastcore.basics import patch
 from torch import nn
 
 from .core import expand_like
 
-# %% ../nbs/02_forward.ipynb #fbfdfade
+# %% ../nbs/02_forward.ipynb #de2f3698
 def _check_T(T):
     if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 1:
         raise ValueError(f"T: expected an integer number of timesteps >= 1, got {T!r}")
 
-def linear_betas(T: int, # number of diffusion steps
-                 beta_start: float = 1e-4, # beta_1 for T = 1000 (scaled by 1000/T otherwise)
-                 beta_end: float = 0.02, # beta_T for T = 1000 (scaled by 1000/T otherwise)
-                ) -> torch.Tensor:
-    "Ho et al.'s linear schedule, both ends scaled by 1000/T (Nichol & Dhariwal); float64 of shape (T,)."
+def _check_linear(T, beta_start, beta_end):
     _check_T(T)
     if not 0 < beta_start <= beta_end:
         raise ValueError(f"beta_start: expected 0 < beta_start <= beta_end, got beta_start={beta_start!r}, "
@@ -31,23 +28,36 @@ def linear_betas(T: int, # number of diffusion steps
     if scale * beta_end >= 1:
         raise ValueError(f"T: with T={T} the rescaled beta_end = {scale * beta_end:g} is >= 1; "
                          f"use T >= {math.floor(1000 * beta_end) + 1} or a smaller beta_end")
+
+# %% ../nbs/02_forward.ipynb #fbfdfade
+def linear_betas(T: int, # number of diffusion steps
+                 beta_start: float = 1e-4, # beta_1 for T = 1000 (scaled by 1000/T otherwise)
+                 beta_end: float = 0.02, # beta_T for T = 1000 (scaled by 1000/T otherwise)
+                ) -> torch.Tensor:
+    "Ho et al.'s linear schedule, both ends scaled by 1000/T (Nichol & Dhariwal); float64 of shape (T,)."
+    _check_linear(T, beta_start, beta_end)
+    scale = 1000 / T                      # keeps sum(betas) = 1000 (beta_start + beta_end) / 2 for every T
     return torch.linspace(scale * beta_start, scale * beta_end, T, dtype=torch.float64)
+
+# %% ../nbs/02_forward.ipynb #a972bdd6
+def _check_cosine(T, s, max_beta):
+    _check_T(T)
+    if not s >= 0: raise ValueError(f"s: expected an offset >= 0, got {s!r}")
+    if not 0 < max_beta < 1: raise ValueError(f"max_beta: expected a value in (0, 1), got {max_beta!r}")
 
 # %% ../nbs/02_forward.ipynb #6176d3f3
 def cosine_betas(T: int, # number of diffusion steps
                  s: float = 0.008, # offset that keeps the first betas from being too small
                  max_beta: float = 0.999, # clip, so that no step destroys the signal completely
                 ) -> torch.Tensor:
-    "Nichol & Dhariwal's cosine schedule: alpha_bar(t) = f(t)/f(0), beta_t = 1 - alpha_bar_t/alpha_bar_{t-1}; float64 (T,)."
-    _check_T(T)
-    if not s >= 0: raise ValueError(f"s: expected an offset >= 0, got {s!r}")
-    if not 0 < max_beta < 1: raise ValueError(f"max_beta: expected a value in (0, 1), got {max_beta!r}")
+    "Nichol & Dhariwal's cosine schedule: alpha_bar_t = f(t)/f(0), beta_t = 1 - alpha_bar_t/alpha_bar_{t-1}."
+    _check_cosine(T, s, max_beta)
     t = torch.arange(T + 1, dtype=torch.float64)
     f = torch.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2
-    alpha_bar = f / f[0]                                    # paper's alpha_bar_0 .. alpha_bar_T
-    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)   # paper's beta_1 .. beta_T
+    alpha_bar = f / f[0]                                              # paper's alpha_bar_0 .. alpha_bar_T
+    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)   # paper's beta_1 .. beta_T, float64 (T,)
 
-# %% ../nbs/02_forward.ipynb #338f35dc
+# %% ../nbs/02_forward.ipynb #f42e1498
 def _check_betas(betas):
     try: b = torch.as_tensor(betas, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as e:
@@ -57,11 +67,13 @@ def _check_betas(betas):
     if not torch.isfinite(b).all():
         raise ValueError("betas: expected finite values, got NaN or infinity")
     if not ((b > 0) & (b < 1)).all():
-        raise ValueError(f"betas: expected every value in (0, 1), got values in [{b.min().item():g}, {b.max().item():g}]")
+        raise ValueError(f"betas: expected every value in (0, 1), got values in "
+                         f"[{b.min().item():g}, {b.max().item():g}]")
     return b
 
+# %% ../nbs/02_forward.ipynb #338f35dc
 class NoiseSchedule(nn.Module):
-    "Per-timestep coefficients of q(x_t|x_0) = N(sqrt(alpha_bar_t) x_0, (1-alpha_bar_t) I) and of q(x_{t-1}|x_t,x_0), as buffers."
+    "Per-timestep coefficients of q(x_t|x_0) and of the posterior q(x_{t-1}|x_t,x_0), as float32 buffers."
     def __init__(self, betas: torch.Tensor # beta for code timesteps 0..T-1 (the paper's 1..T), each in (0, 1)
                 ):
         super().__init__()
@@ -83,20 +95,25 @@ class NoiseSchedule(nn.Module):
         "Number of diffusion steps."
         return self.betas.shape[0]
 
-    def check_t(self, t: torch.Tensor | int # integer timesteps, any shape
-               ) -> torch.Tensor:
-        "Raise unless every entry of `t` is an integer in [0, T); return `t` (a Python int becomes a tensor)."
-        if not isinstance(t, torch.Tensor): t = torch.as_tensor(t, device=self.betas.device)
-        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise ValueError(f"t: expected integer timesteps in [0, {self.T}), got dtype {t.dtype}")
-        if t.numel() and (t.min() < 0 or t.max() >= self.T):
-            raise ValueError(f"t: expected integer timesteps in [0, {self.T}), got values in "
-                             f"[{t.min().item()}, {t.max().item()}]")
-        return t
+# %% ../nbs/02_forward.ipynb #242b2500
+@patch
+def __repr__(self: NoiseSchedule):
+    return (f"{type(self).__name__}(T={self.T}, alpha_bar from {self.alpha_bar[0].item():.6g} "
+            f"down to {self.alpha_bar[-1].item():.3g})")
 
-    def __repr__(self):
-        return (f"{type(self).__name__}(T={self.T}, alpha_bar from {self.alpha_bar[0].item():.6g} "
-                f"down to {self.alpha_bar[-1].item():.3g})")
+# %% ../nbs/02_forward.ipynb #02eb2357
+@patch
+def check_t(self: NoiseSchedule,
+            t: torch.Tensor | int # integer timesteps, any shape
+           ) -> torch.Tensor:
+    "Raise unless every entry of `t` is an integer in [0, T); return `t` (a Python int becomes a tensor)."
+    if not isinstance(t, torch.Tensor): t = torch.as_tensor(t, device=self.betas.device)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"t: expected integer timesteps in [0, {self.T}), got dtype {t.dtype}")
+    if t.numel() and (t.min() < 0 or t.max() >= self.T):
+        raise ValueError(f"t: expected integer timesteps in [0, {self.T}), got values in "
+                         f"[{t.min().item()}, {t.max().item()}]")
+    return t
 
 # %% ../nbs/02_forward.ipynb #d57c93bc
 SCHEDULES = {'linear': linear_betas, 'cosine': cosine_betas}
@@ -122,6 +139,12 @@ def _lookup(schedule, t, x, xname, *names):
     t = t.to(schedule.betas.device)
     return [expand_like(getattr(schedule, n)[t].to(x.dtype), x) for n in names]
 
+def _check_noise(eps, x, xname):
+    if eps.shape != x.shape or not eps.is_floating_point():
+        raise ValueError(f"eps: expected floating-point noise of {xname}'s shape {tuple(x.shape)}, "
+                         f"got {eps.dtype} of shape {tuple(eps.shape)}")
+
+# %% ../nbs/02_forward.ipynb #f67f7bf6
 def q_mean_var(schedule: NoiseSchedule, # the noise schedule
                x0: torch.Tensor, # clean data, shape (B, ...)
                t: torch.Tensor, # code timesteps, shape (B,)
@@ -137,10 +160,8 @@ def q_step(schedule: NoiseSchedule, # the noise schedule
            t: torch.Tensor, # code timesteps, shape (B,)
            eps: torch.Tensor, # standard normal noise of x_prev's shape
           ) -> torch.Tensor:
-    "One step of q(x_t|x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t I): sqrt(alpha_t) x_prev + sqrt(beta_t) eps."
-    if eps.shape != x_prev.shape or not eps.is_floating_point():
-        raise ValueError(f"eps: expected floating-point noise of x_prev's shape {tuple(x_prev.shape)}, "
-                         f"got {eps.dtype} of shape {tuple(eps.shape)}")
+    "One step of q(x_t|x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t I): sqrt(alpha_t) x_prev + sqrt(beta_t) eps"
+    _check_noise(eps, x_prev, 'x_prev')
     a, b = _lookup(schedule, t, x_prev, 'x_prev', 'alphas', 'betas')
     return a.sqrt() * x_prev + b.sqrt() * eps
 
@@ -151,8 +172,6 @@ def q_sample(schedule: NoiseSchedule, # the noise schedule
              eps: torch.Tensor, # standard normal noise of x0's shape
             ) -> torch.Tensor:
     "Draw from q(x_t|x_0) by reparameterisation: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps."
-    if eps.shape != x0.shape or not eps.is_floating_point():
-        raise ValueError(f"eps: expected floating-point noise of x0's shape {tuple(x0.shape)}, "
-                         f"got {eps.dtype} of shape {tuple(eps.shape)}")
+    _check_noise(eps, x0, 'x0')
     sab, s1mab = _lookup(schedule, t, x0, 'x0', 'sqrt_alpha_bar', 'sqrt_one_minus_alpha_bar')
     return sab * x0 + s1mab * eps
