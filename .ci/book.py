@@ -1,7 +1,7 @@
 """Build the book offline and check it in a real browser.
 
     python .ci/book.py                 # build _book/ (one HTML page a chapter), check every page in headless Chromium
-    python .ci/book.py --only 03_posterior --shots   # one chapter, with screenshots in _book/_shots/
+    python .ci/book.py --only 05_posterior --shots   # one chapter, with screenshots in _book/_shots/
     python .ci/book.py --serve 8000    # build, check, then serve the book on http://127.0.0.1:8000/
 
 The pages come from what nbdev's docs build makes of the notebooks: its processing step, the one `nbdev_docs` and
