@@ -17,7 +17,7 @@ from torch import nn
 
 from .core import (get_device, make_generator, image_grid, save_checkpoint, load_checkpoint,
                                seed_everything, show_point_sets, atomic_write, OutputLock, FolderLockedError,
-                               remove_stale_temps)
+                               remove_stale_temps, free_threads)
 from .data import TOY_DATASETS, ring_mixture, sample_toy
 from .images import DATASETS, dataset_info, load_dataset
 from .measures import mixture_report, noise_floor, sliced_wasserstein
@@ -56,7 +56,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def _add_threads(parser):
     parser.add_argument('--threads', type=_positive_int, default=None,
-                        help="CPU threads of torch for this command (default: torch's own choice)")
+                        help="CPU threads of torch for this command (default: the cores that other processes "
+                             "leave free when it starts, at least 1)")
 
 def _add_guidance(group):
     group.add_argument('--guidance', choices=GUIDANCE_KINDS, default='none',
@@ -556,9 +557,9 @@ def _report(metrics: dict, out: str) -> str:
 
 @contextlib.contextmanager
 def _torch_threads(n: int | None):
-    "torch's CPU threads set to n (None: left as they are) for the duration, then put back."
+    "torch's CPU threads set to n (None: the cores free now, see `free_threads`) for the duration, then put back."
     before = torch.get_num_threads()
-    if n is not None: torch.set_num_threads(n)
+    torch.set_num_threads(free_threads() if n is None else n)
     try: yield
     finally: torch.set_num_threads(before)
 

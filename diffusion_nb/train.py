@@ -18,7 +18,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from fastprogress.fastprogress import progress_bar
 
-from .core import get_device, seed_everything, make_generator, image_grid, save_checkpoint, load_checkpoint
+from .core import (get_device, seed_everything, make_generator, image_grid, save_checkpoint,
+                               load_checkpoint, atomic_write)
 from .schedules import NoiseSchedule
 from .posterior import sample_ddpm
 from .ddpm import simple_loss
@@ -405,7 +406,8 @@ def write_samples(self: Trainer) -> str:
     "Save a class grid of the current EMA model as `samples_<step>.png` in the output folder; returns its path."
     path = os.path.join(self.out_dir, f'samples_{self.step:06d}.png')
     grid = image_grid(self.class_grid(), nrow=10)
-    plt.imsave(path, grid[..., 0] if grid.shape[-1] == 1 else grid, cmap='gray', vmin=0, vmax=1)
+    image = grid[..., 0] if grid.shape[-1] == 1 else grid
+    atomic_write(path, lambda tmp: plt.imsave(tmp, image, cmap='gray', vmin=0, vmax=1))
     return path
 
 def plot_losses(self: Trainer, path: str | None = None, # save here (and close), else draw inline
@@ -416,7 +418,7 @@ def plot_losses(self: Trainer, path: str | None = None, # save here (and close),
     ax.plot(losses, lw=0.5, alpha=0.4, label='per step')
     if len(losses) >= 100: ax.plot(np.arange(99, len(losses)), np.convolve(losses, np.ones(100) / 100, 'valid'), label='mean of 100')
     ax.set_yscale('log'); ax.set_xlabel('step'); ax.set_ylabel('loss'); ax.legend()
-    if path: fig.savefig(path, dpi=100, bbox_inches='tight'); plt.close(fig)
+    if path: atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches='tight')); plt.close(fig)
 
 Trainer.class_grid, Trainer.write_samples, Trainer.plot_losses = class_grid, write_samples, plot_losses
 
