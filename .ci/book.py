@@ -9,7 +9,7 @@ the deploy workflow run before Quarto, writes `_proc/`. Here nbconvert renders t
 the `jupyter-server-mathjax` package, so the book needs no network. Each page is then opened in Chromium (over the
 DevTools protocol) and checked once MathJax has typeset it: no MathJax error, no raw `$` math left, every image
 loaded, no error or stderr output in a cell. One line a page, then a total; the exit status is 1 when a page fails."""
-import argparse, base64, json, os, re, shutil, subprocess, sys, tempfile, time
+import argparse, ast, base64, json, os, re, shutil, subprocess, sys, tempfile, time
 from configparser import ConfigParser
 from contextlib import ExitStack
 from pathlib import Path
@@ -101,8 +101,27 @@ def nav_bar(pages, titles, current):
             '.source-link{float:right;font-size:smaller}</style>')
 
 
+def mixed_import_cells(names):
+    "Cells nbdev's docs processing would run out of context: imports beside other code (it executes every import cell)."
+    found = []
+    for n in names:
+        for i, cell in enumerate(nbformat.read(ROOT / 'nbs' / f'{n}.ipynb', as_version=4).cells):
+            opts, source = directives(cell.source) if cell.cell_type == 'code' else ({}, '')
+            if not source or 'nbdev_export()' in source or opts.get('eval') == 'false': continue
+            if {'export', 'exports', 'exporti', 'exec_doc'} & set(opts): continue
+            try: nodes = list(ast.walk(ast.parse(source)))
+            except SyntaxError: continue
+            if (any(isinstance(t, (ast.Import, ast.ImportFrom)) for t in nodes)
+                    and any(isinstance(t, (ast.Expr, ast.Assign)) for t in nodes)):
+                found.append(f'{n} cell {i}: {source.splitlines()[0][:70]}')
+    return found
+
+
 def build(names):
     "Process the notebooks as nbdev's docs build does, then render each chapter to _book/<output-file>."
+    if mixed := mixed_import_cells(names):
+        sys.exit('cells that mix imports with other code (nbdev\'s docs build would run them; put the imports in a '
+                 'cell of their own):\n  ' + '\n  '.join(mixed))
     cfg = ConfigParser(delimiters=['=']); cfg.read(ROOT / 'settings.ini'); settings = cfg['DEFAULT']
     # nbdev_proc_nbs would first try to install Quarto (and pip install the project): call its processing step
     # directly, forced (its cache compares notebooks with the time of its last run, and misses earlier edits).
