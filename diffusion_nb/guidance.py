@@ -25,9 +25,9 @@ from .schedules import NoiseSchedule, q_sample
 from .posterior import p_mean_variance
 from .ddpm import NoisePredictorMLP, timestep_embedding
 from .unet import UNet, UNetConfig, group_norm
-from .samplers import _sub_chain, _AtOriginalTimesteps, _start, _steps_to_run
-from .train import lr_factor, _num_classes
-from .metrics import _check_positive_int
+from .samplers import sub_chain, AtOriginalTimesteps, start_noise, steps_to_run
+from .train import lr_factor, num_classes_of
+from .metrics import check_positive_int
 
 # %% ../nbs/12_guidance.ipynb #24ff7b2d
 def _check_class_labels(y, n, num_classes, name='y'):
@@ -170,10 +170,10 @@ def sample_guided_ancestral(model: nn.Module, # noise predictor model(x_t, t[, y
                            ) -> torch.Tensor:
     "Dhariwal & Nichol's Algorithm 1: $x_{t-1} \\sim \\mathcal N(\\mu + s\\Sigma g, \\Sigma)$."
     s = _check_scale(scale)
-    ts, sub = _sub_chain(schedule, schedule.T if steps is None else steps, spacing)
-    net, device = _AtOriginalTimesteps(model, ts), schedule.betas.device
-    x = _start(shape, x_T, generator, device)
-    for i in _steps_to_run(range(len(ts) - 1, -1, -1), progress):
+    ts, sub = sub_chain(schedule, schedule.T if steps is None else steps, spacing)
+    net, device = AtOriginalTimesteps(model, ts), schedule.betas.device
+    x = start_noise(shape, x_T, generator, device)
+    for i in steps_to_run(range(len(ts) - 1, -1, -1), progress):
         i_t = torch.full((shape[0],), i, device=device, dtype=torch.long)
         mean, var = p_mean_variance(net, sub, x, i_t, y if label_to_model else None, variance, clip_x0)
         if s > 0: mean = mean + s * var * guidance_gradient(log_prob, x, ts[i].expand(shape[0]), y)  # + s Σ g
@@ -183,7 +183,7 @@ def sample_guided_ancestral(model: nn.Module, # noise predictor model(x_t, t[, y
 # %% ../nbs/12_guidance.ipynb #8c4ff0bf
 def _check_null_label(model):
     "The number of classes K of a conditional model (its null label is K); an unconditional one is refused."
-    K = _num_classes(model)
+    K = num_classes_of(model)
     if K is None:
         raise ValueError(f"model: classifier-free guidance needs a conditional model with a null label "
                          f"(num_classes set), got an unconditional {type(model).__name__}")
@@ -276,7 +276,7 @@ def _check_noisy_training(classifier, x0, labels, steps, batch_size):
         raise ValueError(f"x0: expected a floating-point tensor of shape (N, ...), "
                          f"got {getattr(x0, 'shape', type(x0).__name__)}")
     _check_class_labels(labels, x0.shape[0], K, 'labels')
-    for v, name in ((steps, 'steps'), (batch_size, 'batch_size')): _check_positive_int(v, name)
+    for v, name in ((steps, 'steps'), (batch_size, 'batch_size')): check_positive_int(v, name)
 
 # %% ../nbs/12_guidance.ipynb #c522b861
 def train_noisy_classifier(classifier: nn.Module, # classifier(x_t, t) -> (B, K) logits; trained in place
@@ -438,7 +438,7 @@ def _check_clip_training(clip, x0, attributes, steps, batch_size, max_words):
         raise ValueError(f"attributes: expected a bool tensor of shape ({x0.shape[0]}, {V}), got {got}")
     if not attributes.any(1).all(): raise ValueError("attributes: every example needs at least one true word")
     for v, name in ((steps, 'steps'), (batch_size, 'batch_size'), (max_words, 'max_words')):
-        _check_positive_int(v, name)
+        check_positive_int(v, name)
 
 def train_noisy_clip(clip: NoisyCLIP, # trained in place
                      schedule: NoiseSchedule, # the forward process of the diffusion model it will guide
@@ -491,7 +491,7 @@ def guided_model(model: nn.Module, # noise predictor model(x_t, t[, y])
     if kind != 'classifier' and classifier is not None:
         raise ValueError(f"classifier: only used by classifier guidance, but guidance is {kind!r}")
     if kind == 'none': return model
-    conditional, no_null = _num_classes(model) is not None, label_dropout == 0
+    conditional, no_null = num_classes_of(model) is not None, label_dropout == 0
     if kind == 'classifier-free':
         if no_null:
             raise ValueError("model: it was trained with label_dropout = 0, so its null label never saw data "

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .core import expand_like
-from .score import _check_count
+from .score import check_count
 from .sde import SDE, dequantize, bits_per_dim, log_likelihood
 
 # %% ../nbs/15_precond.ipynb #b8d87549
@@ -72,7 +72,7 @@ def ode_bits_per_dim(score_model, # score model(x, t) of data on the [-1, 1] sca
                      generator: torch.Generator | None = None, # draws the dequantisation, Hutchinson's signs
                     ) -> torch.Tensor: # (N,) float64
     "Bits/dim of 8-bit data: dequantise, Hutchinson's log-likelihood through the ODE, change of units."
-    _check_count(batch_size, 'batch_size')
+    check_count(batch_size, 'batch_size')
     _check_byte_batch(x_bytes)
     out = []
     for lo in range(0, len(x_bytes), batch_size):

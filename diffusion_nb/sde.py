@@ -16,7 +16,7 @@ from fastprogress.fastprogress import progress_bar
 
 from .core import expand_like
 from .data import GaussianMixture
-from .score import perturbed_score, langevin_step, _check_count
+from .score import perturbed_score, langevin_step, check_count
 
 # %% ../nbs/14_sde.ipynb #1a352b2c
 def _check_range(lo, hi, lo_name, hi_name):
@@ -184,7 +184,7 @@ def reverse_drift(score_model, # score model(x, t), t of shape (B,)
 # %% ../nbs/14_sde.ipynb #56ddca3c
 def _time_grid(sde, steps, t_min):
     "`steps` equal intervals from T down to `t_min`, as a list of floats."
-    _check_count(steps, 'steps')
+    check_count(steps, 'steps')
     if not (isinstance(t_min, numbers.Real) and 0 <= t_min < sde.T):
         raise ValueError(f"t_min: expected a time in [0, {sde.T}), got {t_min!r}")
     return torch.linspace(sde.T, t_min, steps + 1, dtype=torch.float64).tolist()
@@ -424,7 +424,7 @@ def bits_per_dim(log_p: torch.Tensor, # log-density (nats) of dequantised points
                  dims: int, # D, the number of dimensions of one example
                 ) -> torch.Tensor: # (B,)
     r"Bits per dimension of 8-bit data, $(-\log p / D + \log 127.5)/\log 2$: the change of units included."
-    _check_count(dims, 'dims')
+    check_count(dims, 'dims')
     return (-log_p / dims + math.log(127.5)) / math.log(2)
 
 # %% ../nbs/14_sde.ipynb #aeddf441

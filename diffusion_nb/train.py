@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['CHECKPOINT_KIND', 'SAFE_ON_RESUME', 'SAMPLERS', 'TrainConfig', 'lr_factor', 'make_ema', 'rng_state', 'set_rng_state',
-           'StopOnInterrupt', 'Trainer', 'TrainingDiverged', 'state_dict', 'load_state_dict', 'save', 'resume', 'fit',
-           'generate', 'class_grid', 'write_samples', 'plot_losses', 'load_model']
+           'StopOnInterrupt', 'num_classes_of', 'Trainer', 'TrainingDiverged', 'state_dict', 'load_state_dict', 'save',
+           'resume', 'fit', 'generate', 'class_grid', 'write_samples', 'plot_losses', 'load_model']
 
 # %% ../nbs/10_train.ipynb #3d7d6d67
 import math, os, random, signal, threading, time
@@ -126,7 +126,7 @@ class StopOnInterrupt:
 # %% ../nbs/10_train.ipynb #2a3f8120
 CHECKPOINT_KIND = 'diffusion_nb.train/1'
 
-def _num_classes(model):
+def num_classes_of(model):
     "Number of real labels of a conditional model (its null label is this number), else None."
     config = getattr(model, 'config', None)
     return getattr(config, 'num_classes', None) if config is not None else getattr(model, 'num_classes', None)
@@ -164,7 +164,7 @@ class Trainer:
                  meta: dict | None = None, # plain values stored with every checkpoint (e.g. the dataset's name)
                 ):
         if not isinstance(config, TrainConfig): raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
-        self.num_classes = _num_classes(model)
+        self.num_classes = num_classes_of(model)
         _check_data(images, labels, self.num_classes)
         self.config, self.loss_fn, self.meta = config, loss_fn, dict(meta or {})
         self.out_dir = None if out_dir is None else os.fspath(out_dir)
