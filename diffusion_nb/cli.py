@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['IMAGE_FORMATS', 'IMAGE_DEFAULTS', 'GUIDANCE_SCALE', 'CLASSIFIER_STEPS', 'POINT_DEFAULTS', 'DEFAULT_CONFIG',
-           'RESUMABLE', 'build_parser', 'given_options', 'BoxClippedEps', 'train_points', 'train_images', 'sample',
-           'benchmark', 'train', 'main']
+           'DEFAULT_CASCADE', 'RESUMABLE', 'build_parser', 'given_options', 'BoxClippedEps', 'train_points',
+           'train_images', 'sample', 'train_cascade', 'benchmark', 'train', 'main']
 
 # %% ../nbs/90_cli.ipynb #cb4dd099
 import argparse, contextlib, json, math, os, resource, sys, time
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 
 import matplotlib.pyplot as plt
 import torch
@@ -28,6 +28,9 @@ from .unet import UNet, UNET_CONFIGS
 from .train import (TrainConfig, Trainer, SAMPLERS, SAFE_ON_RESUME, TrainingDiverged, generate,
                                 load_model)
 from .metrics import digits_classifier, train_classifier, conditional_accuracy, confusion_matrix
+from .cascade import (CASCADE_CONFIGS, CASCADE_KIND, SUPER_RES_STAGE, build_cascade, downsample,
+                                  super_res_loss, super_res_meta, save_cascade, load_cascade, sample_cascade,
+                                  Stage)
 from .guidance import (GUIDANCE_KINDS, guided_model, NoisyImageClassifier, train_noisy_classifier,
                                    save_noisy_classifier, load_noisy_classifier)
 
@@ -46,6 +49,12 @@ def _number(kind, low, strict=True):
 
 _positive_int, _seed, _positive_float = _number(int, 0), _number(int, 0, strict=False), _number(float, 0)
 _scale = _number(float, 0, strict=False)
+
+def _probability(s: str) -> float:
+    "An argparse type: a number in [0, 1]."
+    v = _scale(s)
+    if v > 1: raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {s!r}")
+    return v
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     "argparse's ' (default: X)', added only where the help states no default itself and X is a value."
@@ -72,6 +81,7 @@ GUIDANCE_SCALE = 2.0     # default --guidance-scale: the FID-best classifier-fre
 CLASSIFIER_STEPS = 800   # training steps of the noise-aware classifier for classifier guidance (batch 128)
 POINT_DEFAULTS = dict(steps=4000, batch_size=1024, lr=3e-3, n_samples=20_000, n_train=50_000)
 DEFAULT_CONFIG = {'digits': 'nano', 'mnist': 'nano', 'fashion_mnist': 'nano', 'cifar10': 'small'}
+DEFAULT_CASCADE = {'digits': 'digits', 'mnist': 'digits', 'fashion_mnist': 'digits', 'cifar10': 'cifar10'}
 
 def _add_train(sub):
     t = sub.add_parser('train', help='train a diffusion model, sample it, score it and plot it',
@@ -120,6 +130,17 @@ def _add_train(sub):
     g.add_argument('--channels-last', action=argparse.BooleanOptionalAction,
                    default=TrainConfig.channels_last,
                    help='channels-last memory layout (faster on CPUs and GPUs)')
+    g = t.add_argument_group('cascade: a base model at half the size, then a super-resolution stage (images)')
+    g.add_argument('--cascade', nargs='?', const='auto', default=None, choices=('auto', *CASCADE_CONFIGS),
+                   metavar='NAME', help=f"train a two-stage cascade instead of one model: NAME one of "
+                                        f"{', '.join(CASCADE_CONFIGS)}, or none for the one that fits --dataset")
+    g.add_argument('--max-level', type=_seed, default=None,
+                   help='largest augmentation level s the SR stage trains on (default: the named cascade\'s, 400)')
+    g.add_argument('--blur-prob', type=_probability, default=0.0,
+                   help='share of SR training examples whose low-resolution image is also blurred')
+    g.add_argument('--level', type=_seed, default=None,
+                   help="augmentation level s of the base samples when the cascade is sampled (default: the "
+                        "named cascade's, chosen in chapter cascade)")
     g = t.add_argument_group('2-D data')
     g.add_argument('--variance', choices=('beta', 'beta_tilde'), default='beta_tilde',
                    help='reverse-process variance')
@@ -129,7 +150,7 @@ def _add_train(sub):
 def _add_sample(sub):
     s = sub.add_parser('sample', help='draw images from a checkpoint written by train',
                        formatter_class=_HelpFormatter)
-    s.add_argument('checkpoint', help='checkpoint.pt of an image run')
+    s.add_argument('checkpoint', help='checkpoint.pt of an image run, or cascade.pt of a cascade run')
     s.add_argument('--n', type=_positive_int, default=100, help='number of images')
     s.add_argument('--labels', default=None, help='comma-separated class labels, cycled over the images '
                                                   '(default: every class in turn; a row per class)')
@@ -143,6 +164,8 @@ def _add_sample(sub):
     _add_guidance(s)
     s.add_argument('--classifier', default=None,
                    help='classifier.pt of a run trained with --guidance classifier')
+    s.add_argument('--level', type=_seed, default=None,
+                   help="a cascade's augmentation level s of the base samples (default: the one it was trained with)")
     _add_threads(s)
 
 def _add_benchmark(sub):
@@ -364,6 +387,15 @@ def _noisy_classifier(trainer: Trainer, args, out: str):
     return classifier
 
 # %% ../nbs/90_cli.ipynb #d074b700
+def _accuracy_summary(classifier, samples: torch.Tensor, labels: torch.Tensor, K: int) -> dict:
+    "Conditional accuracy of labelled samples, per class, and the most frequent confusion."
+    C = confusion_matrix(classifier, samples, labels).double()          # C[j, k]: asked for j, read as k
+    off = C - torch.diag(torch.diag(C))
+    j, k = divmod(off.argmax().item(), K)
+    return dict(conditional_accuracy=C.trace().item() / C.sum().item(),
+                per_class_accuracy=(C.diag() / C.sum(1)).tolist(),
+                top_confusion=f"{int(off[j, k])} of class {j} read as {k}")
+
 def _score_images(trainer: Trainer, guide, classifier, args) -> dict:
     "Conditional accuracy of args.n_samples samples, 1/K of each class, per class, and the top confusion."
     K = trainer.num_classes
@@ -372,14 +404,8 @@ def _score_images(trainer: Trainer, guide, classifier, args) -> dict:
     samples = generate(guide, trainer.schedule, (args.n_samples, *trainer.images.shape[1:]), labels=labels,
                        sampler=args.sampler, steps=args.sample_steps, seed=args.seed + 1)
     sample_s = time.time() - start
-    C = confusion_matrix(classifier, samples, labels).double()          # C[j, k]: asked for j, read as k
-    off = C - torch.diag(torch.diag(C))
-    j, k = divmod(off.argmax().item(), K)
-    return dict(conditional_accuracy=C.trace().item() / C.sum().item(),
-                per_class_accuracy=(C.diag() / C.sum(1)).tolist(),
-                top_confusion=f"{int(off[j, k])} of class {j} read as {k}",
-                sample_seconds=round(sample_s, 1), sampler=args.sampler, sample_steps=args.sample_steps,
-                guidance=args.guidance,
+    return dict(_accuracy_summary(classifier, samples, labels, K), sample_seconds=round(sample_s, 1),
+                sampler=args.sampler, sample_steps=args.sample_steps, guidance=args.guidance,
                 guidance_scale=args.guidance_scale if args.guidance != 'none' else None)
 
 # %% ../nbs/90_cli.ipynb #ffe8234c
@@ -454,7 +480,9 @@ def sample(args: argparse.Namespace) -> str:
     "The `sample` job: images from a checkpoint; returns the path written."
     _check_out_file(args.out)
     device = get_device(args.device)
-    model, schedule, info = load_model(args.checkpoint, device=device)
+    if load_checkpoint(args.checkpoint).get('kind') == CASCADE_KIND: return _sample_cascade(args, device)
+    if args.level is not None: raise ValueError("level: only for a cascade (cascade.pt of a --cascade run)")
+    model, schedule, info = load_model(args.checkpoint, device=device, build=_single_stage)
     _check_sample_steps(args.steps, schedule.T)
     noisy = None if args.classifier is None else load_noisy_classifier(args.classifier, schedule, device)
     guide = guided_model(model, schedule, args.guidance, args.guidance_scale, noisy, info['label_dropout'])
@@ -464,6 +492,129 @@ def sample(args: argparse.Namespace) -> str:
     images = generate(guide, schedule, (args.n, c.in_channels, c.image_size, c.image_size), labels=labels,
                       sampler=args.sampler, steps=args.steps, seed=args.seed)
     nrow = K if labels is not None and args.labels is None and args.n % K == 0 else None   # a row per class
+    _write_images(args.out, images, labels, nrow)
+    return os.path.abspath(args.out)
+
+# %% ../nbs/90_cli.ipynb #265507e3
+def _single_stage(config, meta):
+    "`load_model`'s network for `sample`: a U-Net; a cascade's SR stage is refused with the way to sample it."
+    if meta.get('stage') == SUPER_RES_STAGE:
+        raise ValueError("checkpoint: a super-resolution stage of a cascade; sample the cascade file, cascade.pt, "
+                         "of its run")
+    return UNet(config)
+
+def _cascade_config(args):
+    "The cascade's name and configuration, checked against the dataset and fitted with the SR recipe of `args`."
+    if args.config is not None:
+        raise ValueError("config: not used with --cascade (the cascade's configuration names both U-Nets)")
+    if args.guidance == 'classifier':
+        raise ValueError("guidance: a cascade samples with 'none' or 'classifier-free' guidance")
+    if args.sample_every:
+        raise ValueError("sample-every: not available with --cascade (a stage alone draws no full-size images)")
+    name = DEFAULT_CASCADE[args.dataset] if args.cascade == 'auto' else args.cascade
+    c, info = CASCADE_CONFIGS[name], dataset_info(args.dataset)
+    h = c.super_res
+    if (h.in_channels, h.image_size) != (info['channels'], info['size']):
+        raise ValueError(f"cascade: {name!r} makes {h.in_channels}x{h.image_size}x{h.image_size} images; "
+                         f"{args.dataset} has {info['channels']}x{info['size']}x{info['size']}")
+    top = c.augmentation.max_level if args.max_level is None else args.max_level
+    if args.level is None: args.level = min(c.level, top)
+    if args.level > top:
+        raise ValueError(f"level: {args.level} is above {top}, the largest level the SR stage trains on "
+                         f"(--max-level)")
+    return name, replace(c, augmentation=replace(c.augmentation, max_level=top, blur_prob=args.blur_prob),
+                         level=args.level)
+
+def _stage_resumes(args, out: str, augmentation) -> list:
+    "The checkpoints of the two stage folders to resume from (None: that stage starts fresh), all checked first."
+    if args.resume not in (None, ''):
+        raise ValueError("resume: with --cascade, give no path: each stage continues from <out>/base and <out>/sr")
+    paths = [os.path.join(out, stage, 'checkpoint.pt') for stage in ('base', 'sr')]
+    held = [p for p in paths if os.path.isfile(p)]
+    if args.resume is None and held:
+        raise ValueError(f"out: {held[0]!r} already holds a checkpoint; pass --resume to continue that run, "
+                         f"or choose another --out")
+    if args.resume == '' and not held: raise ValueError(f"resume: no stage checkpoint in {out!r}")
+    resumes = [load_checkpoint(p) if p in held else None for p in paths]
+    saved = resumes[1] and resumes[1]['meta'].get('augmentation')
+    if saved and saved != asdict(augmentation):
+        said = ', '.join(f"{_option(k)} {v} (the checkpoint's: {saved[k]})"
+                         for k, v in asdict(augmentation).items() if saved[k] != v)
+        raise ValueError(f"resume: {said}: the SR stage's recipe cannot change on resume")
+    return resumes
+
+# %% ../nbs/90_cli.ipynb #979c623c
+def _draw_cascade(stages, labels, n: int, seed: int, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    "n images of every stage of the cascade (base, full size), batch i from seed + i; on the CPU."
+    lows, highs = [], []
+    for i, lo in enumerate(range(0, n, batch_size)):
+        m = min(batch_size, n - lo)
+        y = None if labels is None else labels[lo:lo + m].to(stages[0].schedule.betas.device)
+        low, high = sample_cascade(stages, m, labels=y, generator=make_generator(seed + i, stages[0].schedule.betas.device))
+        lows.append(low.cpu()); highs.append(high.cpu())
+    return torch.cat(lows), torch.cat(highs)
+
+def _train_stage(model, schedule, images, labels, args, resume, folder, device, meta) -> Trainer:
+    "One stage, trained (or resumed) in its own folder with the run's options; returns its trainer."
+    _data_options(args, resume)
+    loss = super_res_loss if meta.get('stage') == SUPER_RES_STAGE else simple_loss
+    trainer = Trainer(model, schedule, images, labels, config=_train_config(args, resume), loss_fn=loss,
+                      out_dir=folder, device=device, meta=meta)
+    if resume:
+        trainer.load_state_dict(resume)
+        for k, (old, new) in trainer.resume_changes.items():
+            print(f"resume ({os.path.basename(folder)}): {_option(k)} {new} applied (the checkpoint's: {old})")
+    trainer.fit(progress=not args.quiet)
+    return trainer
+
+# %% ../nbs/90_cli.ipynb #44a6f05e
+def train_cascade(args: argparse.Namespace, out: str, device: torch.device) -> dict:
+    "The cascade job: train the base at half size and the SR stage, write cascade.pt, sample and score the cascade."
+    name, cascade = _cascade_config(args)
+    resumes = _stage_resumes(args, out, cascade.augmentation)         # every refusal before any work
+    x, y = load_dataset(args.dataset, args.data_root, train=True, download=args.download, n=args.n_train)
+    K = dataset_info(args.dataset)['num_classes']
+    base, sr = build_cascade(cascade, K)
+    schedule = make_schedule(args.schedule, args.T)
+    meta = dict(dataset=args.dataset, cascade=name, n_train=args.n_train)
+    start = time.time()
+    trainers = [_train_stage(model, schedule, images, y, args, resume, os.path.join(out, stage), device, dict(meta, **extra))
+                for model, images, resume, stage, extra in
+                ((base, downsample(x, x.shape[-1] // cascade.base.image_size), resumes[0], 'base', {}),
+                 (sr, x, resumes[1], 'sr', super_res_meta(sr)))]
+    train_s = time.time() - start
+    save_cascade(os.path.join(out, 'cascade.pt'), *(t.checkpoint_path for t in trainers), args.level)
+    scale = args.guidance_scale if args.guidance == 'classifier-free' else 1.0
+    stages = [Stage(t.ema.module, t.schedule, args.sampler, args.sample_steps, level, scale)
+              for t, level in zip(trainers, (0, args.level))]
+    labels = torch.arange(args.n_samples) % K
+    start = time.time()
+    _, samples = _draw_cascade(stages, labels, args.n_samples, args.seed + 1)
+    sample_s = time.time() - start
+    metrics = dict(_accuracy_summary(_classifier_for(args.dataset, args, device), samples, labels, K),
+                   cascade=name, level=args.level, augmentation=asdict(cascade.augmentation),
+                   sample_seconds=round(sample_s, 1), sampler=args.sampler, sample_steps=args.sample_steps,
+                   guidance=args.guidance, guidance_scale=scale if args.guidance != 'none' else None,
+                   train_seconds=round(train_s, 1), steps=[t.step for t in trainers], device=str(device),
+                   parameters=[sum(p.numel() for p in m.parameters()) for m in (base, sr)])
+    low, high = _draw_cascade(stages, torch.arange(K).repeat_interleave(10), 10 * K, args.seed + 2)
+    _save_grid(os.path.join(out, 'samples.png'), high, nrow=10)
+    _save_grid(os.path.join(out, 'base_samples.png'), low, nrow=10)
+    return metrics
+
+# %% ../nbs/90_cli.ipynb #bfaba339
+def _sample_cascade(args: argparse.Namespace, device: torch.device) -> str:
+    "`sample` of a cascade file: both stages, the SR stage at --level (default: the file's)."
+    if args.guidance == 'classifier' or args.classifier is not None:
+        raise ValueError("guidance: a cascade samples with 'none' or 'classifier-free' guidance")
+    scale = args.guidance_scale if args.guidance == 'classifier-free' else 1.0
+    stages = load_cascade(args.checkpoint, device, sampler=args.sampler, steps=args.steps, level=args.level,
+                          guidance_scale=scale)
+    _check_sample_steps(args.steps, stages[0].schedule.T)
+    K = stages[0].model.config.num_classes
+    labels = _parse_labels(args.labels, args.n, K)
+    _, images = _draw_cascade(stages, labels, args.n, args.seed)
+    nrow = K if labels is not None and args.labels is None and args.n % K == 0 else None
     _write_images(args.out, images, labels, nrow)
     return os.path.abspath(args.out)
 
@@ -545,6 +696,9 @@ def _report(metrics: dict, out: str) -> str:
         if m['guidance'] != 'none': head += f"; {m['guidance']} guidance at scale {m['guidance_scale']:g}"
         files = 'checkpoint.pt, ' + ('classifier.pt, ' if m['guidance'] == 'classifier' else '') + \
                 'samples.png, denoising.png, loss.png, metrics.json'
+        if 'cascade' in m:
+            head = f"cascade {m['cascade']!r}, SR stage at level {m['level']}: " + head
+            files = 'base/ and sr/ (checkpoint.pt, loss.png), cascade.pt, samples.png, base_samples.png, metrics.json'
     else:
         within = 'within' if metrics['swd'] <= metrics['floor'] else 'above'
         head = (f"sample spread {metrics['spread']:.2f} x the data's; "
@@ -577,26 +731,28 @@ def _message(e: Exception) -> str:
 def _write_json(obj, path):
     with open(path, 'w') as f: json.dump(obj, f, indent=2)
 
-def _check_guidance(kind: str, guidance: str, resume: str | None = None):
+def _check_guidance(kind: str, guidance: str, resume: str | None = None, cascade: str | None = None):
     if kind == 'points' and guidance != 'none':
         raise ValueError(f"guidance: only for the image datasets {DATASETS}")
     if kind == 'points' and resume is not None:                     # a 2-D run trains in one go
         raise ValueError(f"resume: only for the image datasets {DATASETS}")
+    if kind == 'points' and cascade is not None:
+        raise ValueError(f"cascade: only for the image datasets {DATASETS}")
 
 # %% ../nbs/90_cli.ipynb #1bd4c569
 def train(args: argparse.Namespace) -> dict:
     "The `train` job, for images or 2-D data; writes metrics.json and returns the metrics."
     kind = 'images' if args.dataset in DATASETS else 'points'
-    _check_guidance(kind, args.guidance, args.resume)
+    _check_guidance(kind, args.guidance, args.resume, args.cascade)
     for k, v in (IMAGE_DEFAULTS if kind == 'images' else POINT_DEFAULTS).items():  # n_train: None for images
         if getattr(args, k) is None: setattr(args, k, v)
     device = get_device(args.device)
-    out = os.path.abspath(args.out or os.path.join('runs', args.dataset))
+    out = os.path.abspath(args.out or os.path.join('runs', args.dataset + ('-cascade' if args.cascade else '')))
     start, new = time.time(), not os.path.exists(out)
     try:
         with OutputLock(out):                      # one run per folder; a killed run's lock is taken over
             _clean(out)
-            job = train_images if kind == 'images' else train_points
+            job = train_points if kind == 'points' else train_cascade if args.cascade else train_images
             metrics = job(args, out, device)
             metrics['wall_seconds'] = round(time.time() - start, 1)
             atomic_write(os.path.join(out, 'metrics.json'), lambda tmp: _write_json(metrics, tmp))

@@ -8,7 +8,7 @@ __all__ = ['CHECKPOINT_KIND', 'SAFE_ON_RESUME', 'SAMPLERS', 'TrainConfig', 'lr_f
            'resume', 'fit', 'generate', 'class_grid', 'write_samples', 'plot_losses', 'load_model']
 
 # %% ../nbs/10_train.ipynb #3d7d6d67
-import math, os, random, signal, threading, time
+import contextlib, math, os, random, signal, threading, time
 from dataclasses import dataclass, asdict, fields
 
 import matplotlib.pyplot as plt
@@ -31,7 +31,8 @@ from .samplers import sample_respaced, sample_ddim, sample_dpmpp
 class TrainConfig:
     "How to train: optimiser, learning-rate schedule, EMA, precision, logging; validated on construction."
     steps: int = 1500                 # optimisation steps in all (a resumed run continues up to this many)
-    batch_size: int = 64              # examples per step
+    batch_size: int = 64              # examples per step (the global batch: over all ranks and micro-batches)
+    grad_accum: int = 1               # micro-batches per step, their gradients added up (divides batch_size)
     lr: float = 2e-3                  # peak learning rate of AdamW
     warmup: int = 100                 # steps of linear warm-up to the peak
     cosine: bool = True               # then a cosine decay to 0 at `steps`; False: constant, as in Ho et al.
@@ -53,7 +54,7 @@ class TrainConfig:
             if f.type == 'bool' or f.type is bool:
                 if not isinstance(v, bool): raise ValueError(f"{f.name}: expected True or False, got {v!r}")
             elif f.type == 'int' or f.type is int:
-                low = 1 if f.name in ('steps', 'batch_size', 'warmup', 'log_every') else 0
+                low = 1 if f.name in ('steps', 'batch_size', 'grad_accum', 'warmup', 'log_every') else 0
                 if isinstance(v, bool) or not isinstance(v, int) or v < low:
                     raise ValueError(f"{f.name}: expected an integer >= {low}, got {v!r}")
         for name, lo, hi in (('lr', 0, math.inf), ('weight_decay', 0, math.inf), ('grad_clip', 0, math.inf),
@@ -61,6 +62,9 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v < hi or (name == 'lr' and v == 0):
                 raise ValueError(f"{name}: expected a number in {'(' if name == 'lr' else '['}{lo}, {hi}), got {v!r}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"grad_accum: expected a divisor of batch_size = {self.batch_size}, "
+                             f"got {self.grad_accum}")
 
 # %% ../nbs/10_train.ipynb #0678c474
 def lr_factor(step: int, # 0-based optimisation step k
@@ -180,6 +184,8 @@ class Trainer:
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda k: lr_factor(k, config.warmup, config.steps, config.cosine))
         self.generator = make_generator(config.seed, self.device)
+        self.rank, self.world_size = 0, 1                       # one process (chapter distributed: several)
+        self.data_generator = self.generator                    # draws the minibatch indices
         self.forward_model = torch.compile(self.model) if config.compile else self.model
         self.step, self.losses = 0, []
         self.resume_changes, self.diverged_at = {}, None       # set by `load_state_dict` and by `fit`
@@ -190,26 +196,38 @@ class Trainer:
 
 # %% ../nbs/10_train.ipynb #d8057f0f
 def _train_step(self: Trainer) -> torch.Tensor:
-    "A step: minibatch, label dropout, loss (Algorithm 1), clipping, AdamW, lr schedule, EMA -> [loss, norm]."
-    c, g = self.config, self.generator
-    idx = torch.randint(0, self.images.shape[0], (c.batch_size,), device=self.device, generator=g)
-    x0, y = self.images[idx], None
-    if self.labels is not None:
-        y = self.labels[idx]
-        if c.label_dropout > 0:
-            drop = torch.rand(c.batch_size, device=self.device, generator=g) < c.label_dropout
-            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+    "A step: minibatch; per micro-batch label dropout, loss (Algorithm 1); clipping, AdamW, lr, EMA -> [loss, norm]."
+    c, g, K = self.config, self.generator, self.config.grad_accum
+    idx = torch.randint(0, self.images.shape[0], (c.batch_size,), device=self.device,
+                        generator=self.data_generator)
+    m = c.batch_size // (self.world_size * K)                             # examples per micro-batch
     self.model.train()
-    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.bf16):
-        loss = self.loss_fn(self.forward_model, self.schedule, x0, y, generator=g)
     self.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    norm = loss.new_zeros(())                                                      # no clipping: no norm
+    total = 0
+    for k in range(K):
+        j = self.rank * K + k                                       # the micro-batch's place in the minibatch
+        x0, y = self.images[idx[j * m:(j + 1) * m]], None
+        if self.labels is not None:
+            y = self.labels[idx[j * m:(j + 1) * m]]
+            if c.label_dropout > 0:
+                drop = torch.rand(m, device=self.device, generator=g) < c.label_dropout
+                y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        with self._accumulating() if k < K - 1 else contextlib.nullcontext():  # no gradient exchange yet
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.bf16):
+                loss = self.loss_fn(self.forward_model, self.schedule, x0, y, generator=g)
+            (loss / K if K > 1 else loss).backward()                  # gradients add up over the micro-batches
+        total = total + loss.detach()
+    norm = total.new_zeros(())                                                     # no clipping: no norm
     if c.grad_clip > 0: norm = nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)  # before clip
     self.opt.step(); self.lr_schedule.step(); self.ema.update_parameters(self.model)
-    return torch.stack([loss.detach().float(), norm.detach().float()])
+    return torch.stack([(total / K if K > 1 else total).float(), norm.detach().float()])
 
-Trainer._train_step = _train_step
+def _accumulating(self: Trainer):
+    "The context of a micro-step before the last: nothing in one process (distributed: no all-reduce)."
+    return contextlib.nullcontext()
+
+Trainer._train_step, Trainer._accumulating = _train_step, _accumulating
+
 
 # %% ../nbs/10_train.ipynb #3e54ac66
 class TrainingDiverged(RuntimeError):
@@ -306,7 +324,8 @@ def resume(self: Trainer, path: str | os.PathLike) -> 'Trainer':
 Trainer.state_dict, Trainer.load_state_dict, Trainer.save, Trainer.resume = state_dict, load_state_dict, save, resume
 
 # %% ../nbs/10_train.ipynb #7f4d5dda
-SAFE_ON_RESUME = ('steps', 'log_every', 'checkpoint_every', 'sample_every', 'compile', 'channels_last')
+SAFE_ON_RESUME = ('steps', 'log_every', 'checkpoint_every', 'sample_every', 'compile', 'channels_last',
+                  'grad_accum')
 
 def _resume_changes(saved: dict, # the checkpoint's train_config
                     config: TrainConfig, # this trainer's
@@ -337,20 +356,21 @@ def fit(self: Trainer,
     end = c.steps if until is None else min(until, c.steps)
     pending, start, done = [], time.perf_counter(), 0
     bar = progress_bar(range(self.step, end), leave=False) if progress else range(self.step, end)
-    with StopOnInterrupt() as stop:
+    with self.interrupt_guard() as stop:
         for _ in bar:
             pending.append(self._train_step())                          # [loss, gradient norm], on the device
             self.step += 1; done += 1
+            stopping = self._stop_requested(stop)                     # agreed by all processes (distributed)
             save = out and c.checkpoint_every > 0 and self.step % c.checkpoint_every == 0
             grid = out and c.sample_every > 0 and self.step % c.sample_every == 0
-            if self.step % c.log_every == 0 or self.step == end or stop.requested or save or grid:
-                rows = torch.stack(pending).tolist(); pending = []       # the one wait for the device
+            if self.step % c.log_every == 0 or self.step == end or stopping or save or grid:
+                rows = self._read_rows(pending); pending = []            # the one wait for the device
                 self.losses += [loss for loss, _ in rows]
                 self._check_finite(rows, self.step - len(rows) + 1)     # raises before anything is written
                 if progress:
                     rate = done * c.batch_size / (time.perf_counter() - start)
                     bar.comment = f'loss {np.mean(self.losses[-c.log_every:]):.4f} | {rate:.0f} examples/s'
-            if stop.requested:
+            if stopping:
                 if out: self.save()
                 raise KeyboardInterrupt(f'stopped after step {self.step}' +
                                         (f'; checkpoint saved to {self.checkpoint_path}' if out else ''))
@@ -360,6 +380,10 @@ def fit(self: Trainer,
     return self
 
 Trainer.fit = fit
+Trainer.interrupt_guard = StopOnInterrupt
+def _stop_requested(self: Trainer, stop) -> bool: return stop.requested
+def _read_rows(self: Trainer, pending: list) -> list: return torch.stack(pending).tolist()
+Trainer._stop_requested, Trainer._read_rows = _stop_requested, _read_rows
 
 
 # %% ../nbs/10_train.ipynb #f80befb3
@@ -426,14 +450,19 @@ Trainer.class_grid, Trainer.write_samples, Trainer.plot_losses = class_grid, wri
 def load_model(path: str | os.PathLike, # a checkpoint written by `Trainer` for a `UNet`
                device: str | torch.device | None = None, # see `get_device`
                ema: bool = True, # the EMA weights, else the last iterate
+               build=None, # build(config: UNetConfig, meta: dict) -> the network to fill; None: UNet(config)
               ) -> tuple[UNet, NoiseSchedule, dict]:
     "The trained U-Net (in eval mode), its noise schedule and the checkpoint's metadata (with its step and label dropout)."
     device = get_device(device)
     ckpt = load_checkpoint(path)
     _check_checkpoint(ckpt, where='path')
     if ckpt['model_config'] is None: raise ValueError(f"path: {os.fspath(path)!r} holds a model that is not a UNet")
-    model = UNet(UNetConfig(**ckpt['model_config']))
+    config = UNetConfig(**ckpt['model_config'])
+    model = UNet(config) if build is None else build(config, ckpt['meta'])
     weights = {k.removeprefix('module.'): v for k, v in ckpt['ema'].items() if k.startswith('module.')} if ema else ckpt['model']
-    model.load_state_dict(weights)
+    try: model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise ValueError(f"path: its weights do not fit a {type(model).__name__} of its configuration "
+                         f"({str(e).splitlines()[0]})") from e
     return model.to(device).eval(), NoiseSchedule(ckpt['betas'].double()).to(device), dict(ckpt['meta'], step=ckpt['step'],
                                                                                        label_dropout=ckpt['train_config']['label_dropout'])

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['UNET_CONFIGS', 'group_norm', 'ResBlock', 'Attention', 'Downsample', 'Upsample', 'EmbedSequential', 'UNetConfig',
-           'UNet', 'unet_summary', 'plot_unet']
+           'check_unet_inputs', 'UNet', 'unet_summary', 'plot_unet']
 
 # %% ../nbs/08_unet.ipynb #5b3ddb11
 from dataclasses import dataclass
@@ -203,8 +203,8 @@ def _check_is_config(config):
     if not isinstance(config, UNetConfig):
         raise TypeError(f"config: expected a UNetConfig, got {type(config).__name__}")
 
-def _check_unet_inputs(c, x, t, y):
-    "x: (B, C, H, W) as `UNetConfig` c says; t: (B,); y: None or integer labels (B,) in [0, num_classes]."
+def check_unet_inputs(c: UNetConfig, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> None:
+    "Refuse (ValueError naming the argument) unless x is (B, C, H, W) as `c` says, t is (B,), y None or (B,) labels."
     if x.ndim != 4 or x.shape[1:] != (c.in_channels, c.image_size, c.image_size):
         raise ValueError(f"x: expected shape (B, {c.in_channels}, {c.image_size}, {c.image_size}), "
                          f"got {tuple(x.shape)}")
@@ -253,25 +253,37 @@ class UNet(nn.Module):
                                  nn.Conv2d(ch, c.out_channels * P, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight); nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self,
-                x: torch.Tensor, # (B, in_channels, image_size, image_size) noisy images x_t
-                t: torch.Tensor, # (B,) timesteps, integer or float
-                y: torch.Tensor | None = None, # (B,) labels in [0, num_classes]; num_classes or None: null
-               ) -> torch.Tensor: # (B, out_channels, H, W): eps, then v if config.learn_variance
+    def embed(self,
+              t: torch.Tensor, # (B,) timesteps, integer or float
+              y: torch.Tensor | None = None, # (B,) labels in [0, num_classes]; num_classes or None: null
+             ) -> torch.Tensor: # e: (B, emb_dim), what every residual block is told
         c = self.config
-        _check_unet_inputs(c, x, t, y)
-        emb = self.time_embed(timestep_embedding(t, c.base_channels))                 # e: (B, E)
-        if self.label_emb is not None:
-            null = torch.full_like(t, c.num_classes, dtype=torch.long)
-            emb = emb + self.label_emb(null if y is None else y)
-        kept = []
-        h = F.pixel_unshuffle(x, c.patch_size)                                   # (B, C p^2, H / p, W / p)
+        emb = self.time_embed(timestep_embedding(t, c.base_channels))
+        if self.label_emb is None: return emb
+        null = torch.full_like(t, c.num_classes, dtype=torch.long)
+        return emb + self.label_emb(null if y is None else y)
+
+    def trunk(self,
+              h: torch.Tensor, # (B, channels of the first convolution / p^2, H, W): the network's input
+              emb: torch.Tensor, # (B, emb_dim) from `embed`
+             ) -> torch.Tensor: # (B, out_channels, H, W)
+        kept, p = [], self.config.patch_size
+        h = F.pixel_unshuffle(h, p)                                              # (B, C p^2, H / p, W / p)
         for block in self.down:
             h = block(h, emb); kept.append(h)
         h = self.middle(h, emb)
         for block in self.up:
             h = block(torch.cat([h, kept.pop()], dim=1), emb)                      # skip: last kept first
-        return F.pixel_shuffle(self.out(h), c.patch_size)                        # (B, out_channels, H, W)
+        return F.pixel_shuffle(self.out(h), p)
+
+    def forward(self,
+                x: torch.Tensor, # (B, in_channels, image_size, image_size) noisy images x_t
+                t: torch.Tensor, # (B,) timesteps, integer or float
+                y: torch.Tensor | None = None, # (B,) labels in [0, num_classes]; num_classes or None: null
+               ) -> torch.Tensor: # (B, out_channels, H, W): eps, then v if config.learn_variance
+        check_unet_inputs(self.config, x, t, y)
+        return self.trunk(x, self.embed(t, y))
+
 
 # %% ../nbs/08_unet.ipynb #0ea0ff4b
 def unet_summary(config: UNetConfig, # the network's shape
