@@ -8,7 +8,7 @@ __all__ = ['CASCADE_CONFIGS', 'SUPER_RES_STAGE', 'CASCADE_KIND', 'downsample', '
            'OracleSuperResEps', 'SuperResUNet', 'super_res_loss', 'CascadeConfig', 'build_cascade', 'LowResConditioned',
            'Stage', 'sample_cascade', 'super_res_meta', 'load_super_res', 'save_cascade', 'load_cascade']
 
-# %% ../nbs/16_cascade.ipynb #01cb3509
+# %% ../nbs/16_cascade.ipynb #6ad6353d
 import math, os
 from dataclasses import dataclass, asdict, replace
 from typing import Sequence
@@ -26,7 +26,7 @@ from .unet import UNET_CONFIGS, UNet, UNetConfig, EmbedSequential, check_unet_in
 from .train import SAMPLERS, num_classes_of, load_model
 from .guidance import guided_model
 
-# %% ../nbs/16_cascade.ipynb #ed536f4f
+# %% ../nbs/16_cascade.ipynb #6af2fcc9
 def _check_images(x, name):
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4:
         raise ValueError(f"{name}: expected a float tensor of images (B, C, H, W), got "
@@ -38,7 +38,7 @@ def _check_factor(x, factor):
     if x.shape[-1] % factor or x.shape[-2] % factor:
         raise ValueError(f"factor: {factor} does not divide the image size {tuple(x.shape[-2:])}")
 
-# %% ../nbs/16_cascade.ipynb #233437d0
+# %% ../nbs/16_cascade.ipynb #2e32354f
 def downsample(x: torch.Tensor, # (B, C, H, W) images
                factor: int, # f: every f x f block of pixels becomes one pixel
               ) -> torch.Tensor: # (B, C, H / f, W / f): A x, the mean of every block
@@ -53,7 +53,7 @@ def upsample(low: torch.Tensor, # (B, C, h, w) low-resolution images
     _check_images(low, 'low')
     return F.interpolate(low, size=(size, size), mode='bilinear', align_corners=False)
 
-# %% ../nbs/16_cascade.ipynb #2cb29798
+# %% ../nbs/16_cascade.ipynb #7e684249
 def _check_levels(s, T, max_level=None):
     "Integer levels s in [0, max_level] (default T), as a long tensor."
     top = T if max_level is None else max_level
@@ -64,7 +64,7 @@ def _check_levels(s, T, max_level=None):
         raise ValueError(f"s: expected augmentation levels in [0, {top}], "
                          f"got range [{s.min().item()}, {s.max().item()}]")
 
-# %% ../nbs/16_cascade.ipynb #3dff3b04
+# %% ../nbs/16_cascade.ipynb #33940945
 def level_alpha_bar(schedule: NoiseSchedule, # the SR stage's forward process
                     s: torch.Tensor, # (B,) integer levels in [0, T]; 0: no augmentation
                    ) -> torch.Tensor: # (B,) float64: 1 at s = 0, else alpha_bar of the paper's step s
@@ -86,7 +86,7 @@ def augment(low: torch.Tensor, # (B, C, h, w) low-resolution images
     xi = torch.randn(low.shape, generator=generator, device=low.device, dtype=low.dtype)
     return ab.sqrt() * low + (1 - ab).sqrt() * xi
 
-# %% ../nbs/16_cascade.ipynb #ff4ea2c3
+# %% ../nbs/16_cascade.ipynb #00ea5601
 def _check_sigma(sigma, B):
     "sigma as a float tensor (B,) after checking every value is > 0."
     s = torch.as_tensor(sigma, dtype=torch.float64).cpu()
@@ -96,7 +96,7 @@ def _check_sigma(sigma, B):
                          f"got {sigma!r}")
     return s
 
-# %% ../nbs/16_cascade.ipynb #260cd371
+# %% ../nbs/16_cascade.ipynb #04945de5
 def gaussian_blur(x: torch.Tensor, # (B, C, H, W) images
                   sigma: float | torch.Tensor, # standard deviation of the kernel in pixels, > 0; or (B,)
                   kernel_size: int = 3, # taps per axis (odd); CDM blurs its 64x64 inputs with 3 taps
@@ -115,7 +115,7 @@ def gaussian_blur(x: torch.Tensor, # (B, C, H, W) images
     h = F.conv2d(h, g[:, None, None, :], groups=B * C)                             # along the width
     return F.conv2d(h, g[:, None, :, None], groups=B * C).reshape(B, C, H, W)      # along the height
 
-# %% ../nbs/16_cascade.ipynb #01ad9bfc
+# %% ../nbs/16_cascade.ipynb #af0f8f7e
 @dataclass(frozen=True)
 class Augmentation:
     "How an SR stage corrupts its conditioning image in training; validated on construction."
@@ -133,7 +133,7 @@ class Augmentation:
             raise ValueError(f"blur_sigma: expected 0 < low <= high, got {self.blur_sigma!r}")
         object.__setattr__(self, 'blur_sigma', (lo, hi))
 
-# %% ../nbs/16_cascade.ipynb #e93ad39d
+# %% ../nbs/16_cascade.ipynb #43b195b0
 def corrupt(low: torch.Tensor, # (B, C, h, w): the real low-resolution images A x
             aug: Augmentation, # what to draw
             schedule: NoiseSchedule,
@@ -150,7 +150,7 @@ def corrupt(low: torch.Tensor, # (B, C, h, w): the real low-resolution images A 
     s = torch.randint(0, aug.max_level + 1, (B,), generator=generator, device=dev)
     return augment(low, s, schedule, generator), s
 
-# %% ../nbs/16_cascade.ipynb #c131299b
+# %% ../nbs/16_cascade.ipynb #30e8cddd
 class ConditionalMixture:
     ("A batch of Gaussian mixtures, one per row: weights (N, K) and means (N, K, D) per row, "
      "covariances (K, D, D) shared.")
@@ -171,7 +171,7 @@ class ConditionalMixture:
         xi = torch.randn(self.N, self.D, generator=generator, dtype=torch.float64)
         return self.means[torch.arange(self.N), z] + (root[z] @ xi[..., None])[..., 0]
 
-# %% ../nbs/16_cascade.ipynb #635e07cc
+# %% ../nbs/16_cascade.ipynb #e3d6fdbb
 def _noised_log_joint(m: ConditionalMixture, x: torch.Tensor, ab: float):
     ("log pi_k(c) + log N(x; sqrt(ab) mu_k(c), ab Sigma_k + (1 - ab) I) (N, K), and C_k^{-1}(x - "
      "sqrt(ab) mu_k) (N, K, D).")
@@ -195,7 +195,7 @@ def eps_star(self: ConditionalMixture,
     r = lj.softmax(1)
     return math.sqrt(1 - alpha_bar) * (r[..., None] * z).sum(1)
 
-# %% ../nbs/16_cascade.ipynb #2ba6028d
+# %% ../nbs/16_cascade.ipynb #b6af2f4b
 def matrix_of(f, # a linear map of images: f(x) for x of shape (B, *shape)
               shape: tuple, # (C, H, W) of its input
              ) -> torch.Tensor: # (d_out, D) with f(x).flatten(1) = x.flatten(1) @ M.T
@@ -204,7 +204,7 @@ def matrix_of(f, # a linear map of images: f(x) for x of shape (B, *shape)
     basis = torch.eye(D, dtype=torch.float64).reshape(D, *shape)
     return f(basis).reshape(D, -1).T.contiguous()
 
-# %% ../nbs/16_cascade.ipynb #33a1c498
+# %% ../nbs/16_cascade.ipynb #2fb7191b
 def _check_conditioning(mixture, c, maps, probs, noise_var):
     if not isinstance(c, torch.Tensor) or c.ndim != 2:
         raise ValueError(f"c: expected a tensor of shape (N, d), got {tuple(getattr(c, 'shape', ()))}")
@@ -218,7 +218,7 @@ def _check_conditioning(mixture, c, maps, probs, noise_var):
         raise ValueError(f"probs: expected positive values summing to 1, got {list(probs)}")
     if not noise_var >= 0: raise ValueError(f"noise_var: expected a value >= 0, got {noise_var!r}")
 
-# %% ../nbs/16_cascade.ipynb #0179fa6c
+# %% ../nbs/16_cascade.ipynb #b06b2201
 def condition_mixture(mixture: GaussianMixture, # the prior p(x): K components N(m_k, diag v_k) in D dims
                       c: torch.Tensor, # (N, d) observed conditioning vectors
                       maps: Sequence[torch.Tensor], # J matrices M_j (d, D): c = M_j x + n under channel j
@@ -245,7 +245,7 @@ def condition_mixture(mixture: GaussianMixture, # the prior p(x): K components N
         log_w.append(math.log(q) + mixture.weights.log() + log_n)
     return ConditionalMixture(torch.cat(log_w, 1), torch.cat(means, 1), torch.cat(covs))
 
-# %% ../nbs/16_cascade.ipynb #3f0704c7
+# %% ../nbs/16_cascade.ipynb #8b32a6fa
 def _check_one_blur(aug):
     lo, hi = aug.blur_sigma
     if aug.blur_prob > 0 and lo != hi:
@@ -258,7 +258,7 @@ def _check_low(low, shape, B=None):
         want = f"({'B' if B is None else B}, {', '.join(map(str, shape))})"
         raise ValueError(f"low: expected low-resolution images of shape {want}, got {tuple(low.shape)}")
 
-# %% ../nbs/16_cascade.ipynb #fa191a26
+# %% ../nbs/16_cascade.ipynb #8b2e48e7
 class OracleSuperResEps(nn.Module):
     ("The exact $\\mathbb E[\\varepsilon \\mid x_t, z_s, s]$ of an SR stage trained with `aug` on "
      "Gaussian-mixture images.")
@@ -303,13 +303,13 @@ class OracleSuperResEps(nn.Module):
             eps[rows] = self.posterior(low[rows], si.item()).eps_star(x[rows], ab_t[ti].item())
         return eps.reshape(x_t.shape).to(x_t)
 
-# %% ../nbs/16_cascade.ipynb #00a4bd14
+# %% ../nbs/16_cascade.ipynb #d860661a
 def _check_low_size(config, low_size):
     S = config.image_size
     if isinstance(low_size, bool) or not isinstance(low_size, int) or not 1 <= low_size < S or S % low_size:
         raise ValueError(f"low_size: expected a proper divisor of image_size {S}, got {low_size!r}")
 
-# %% ../nbs/16_cascade.ipynb #02d198af
+# %% ../nbs/16_cascade.ipynb #9fa39440
 class SuperResUNet(UNet):
     ("$\\epsilon_\\theta(x_t, t, y; z_s, s)$: the U-Net on $[x_t, \\mathrm{up}(z_s)]$, with $s$ "
      "embedded and added to $e$.")
@@ -340,7 +340,7 @@ class SuperResUNet(UNet):
         emb = self.embed(t, y) + self.level_embed(timestep_embedding(s, self.config.base_channels))
         return self.trunk(torch.cat([x, upsample(low, self.config.image_size)], 1), emb)
 
-# %% ../nbs/16_cascade.ipynb #b2ac7b2b
+# %% ../nbs/16_cascade.ipynb #73924d92
 def super_res_loss(model: nn.Module, # an SR stage: model(x_t, t, y, low=z_s, s=s), low_shape, augmentation
                    schedule: NoiseSchedule,
                    x0: torch.Tensor, # (B, C, H, W) high-resolution training images
@@ -356,7 +356,7 @@ def super_res_loss(model: nn.Module, # an SR stage: model(x_t, t, y, low=z_s, s=
     x_t = q_sample(schedule, x0, t, eps)
     return F.mse_loss(model(x_t, t, y, low=low, s=s), eps)
 
-# %% ../nbs/16_cascade.ipynb #48d9a2ab
+# %% ../nbs/16_cascade.ipynb #4525d6ad
 def _check_cascade(c):
     b, h = c.base, c.super_res
     if not (isinstance(b, UNetConfig) and isinstance(h, UNetConfig)
@@ -370,7 +370,7 @@ def _check_cascade(c):
         raise ValueError(f"level: expected an integer in [0, {top}] (the augmentation's max_level), "
                          f"got {c.level!r}")
 
-# %% ../nbs/16_cascade.ipynb #289302b7
+# %% ../nbs/16_cascade.ipynb #9da359fe
 @dataclass(frozen=True)
 class CascadeConfig:
     "A two-stage cascade: the base at low resolution, the SR stage at full resolution and its augmentation."
@@ -388,22 +388,22 @@ def build_cascade(config: CascadeConfig, # the two stages' shapes
     b, h = (replace(c, num_classes=num_classes) for c in (config.base, config.super_res))
     return UNet(b), SuperResUNet(h, b.image_size, config.augmentation)
 
-CASCADE_CONFIGS = {
+CASCADE_CONFIGS = {           # digits: no augmentation, the best row of the digits table below; cifar10: untested
     'digits': CascadeConfig(UNetConfig(in_channels=1, image_size=14, base_channels=32, channel_mult=(1, 2),
                                        num_res_blocks=1, attention_resolutions=(7,), num_heads=4, dropout=0.0,
-                                       norm_groups=8), UNET_CONFIGS['nano']),
+                                       norm_groups=8), UNET_CONFIGS['nano'], Augmentation(max_level=0), level=0),
     'cifar10': CascadeConfig(replace(UNET_CONFIGS['small'], image_size=16, attention_resolutions=(8,)),
-                             UNET_CONFIGS['small']),
+                             UNET_CONFIGS['small'], Augmentation(max_level=400), level=100),
 }
 
-# %% ../nbs/16_cascade.ipynb #d09dd6b1
+# %% ../nbs/16_cascade.ipynb #e9d94c4a
 def _check_level(model, level):
     top = model.augmentation.max_level
     if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= top:
         raise ValueError(f"level: expected an integer in [0, {top}] (the levels this SR stage trained on), "
                          f"got {level!r}")
 
-# %% ../nbs/16_cascade.ipynb #4f8353e6
+# %% ../nbs/16_cascade.ipynb #c6a9c795
 class LowResConditioned(nn.Module):
     "An SR stage told its conditioning image $z_s$ and level $s$ once: a model(x_t, t, y) for every sampler."
     def __init__(self,
@@ -420,7 +420,7 @@ class LowResConditioned(nn.Module):
         s = torch.full((x_t.shape[0],), self.level, device=x_t.device, dtype=torch.long)
         return self.model(x_t, t, y, low=low, s=s)
 
-# %% ../nbs/16_cascade.ipynb #d8c4ee4b
+# %% ../nbs/16_cascade.ipynb #53f33335
 @dataclass
 class Stage:
     "One stage of a cascade and how to sample it."
@@ -431,7 +431,7 @@ class Stage:
     level: int = 0                    # SR stages: the augmentation level s given to the finished lower stage
     guidance_scale: float = 1.0       # classifier-free guidance scale when labels are given (1: none)
 
-# %% ../nbs/16_cascade.ipynb #bd0a7def
+# %% ../nbs/16_cascade.ipynb #25183b72
 def _shape_of(model):
     if hasattr(model, 'image_shape'): return tuple(model.image_shape)
     c = getattr(model, 'config', None)
@@ -461,7 +461,7 @@ def _check_stages(stages, base_shape):
         shapes.append(tuple(st.model.image_shape))
     return shapes
 
-# %% ../nbs/16_cascade.ipynb #c4f7f310
+# %% ../nbs/16_cascade.ipynb #7d222529
 @torch.no_grad()
 def sample_cascade(stages: Sequence[Stage], # the base, then each SR stage in order of resolution
                    n: int, # images
@@ -485,7 +485,7 @@ def sample_cascade(stages: Sequence[Stage], # the base, then each SR stage in or
                                             generator=generator, clip_x0=clip_x0))
     return outputs
 
-# %% ../nbs/16_cascade.ipynb #f7a80fc4
+# %% ../nbs/16_cascade.ipynb #f3d65106
 SUPER_RES_STAGE = 'diffusion_nb.cascade/super-res-1'
 
 def _build_super_res(config: UNetConfig, meta: dict) -> SuperResUNet:
@@ -494,7 +494,7 @@ def _build_super_res(config: UNetConfig, meta: dict) -> SuperResUNet:
                          f"{meta.get('stage')!r})")
     return SuperResUNet(config, meta['low_size'], Augmentation(**meta['augmentation']))
 
-# %% ../nbs/16_cascade.ipynb #f7cc1576
+# %% ../nbs/16_cascade.ipynb #e3c38c4a
 def super_res_meta(model: SuperResUNet) -> dict:
     "What a checkpoint must record to rebuild `model`: pass it as the `Trainer`'s `meta`."
     return dict(stage=SUPER_RES_STAGE, low_size=model.low_shape[-1], augmentation=asdict(model.augmentation))
@@ -506,7 +506,7 @@ def load_super_res(path, # a checkpoint written by `Trainer` for a `SuperResUNet
     "The trained SR stage (eval mode), its noise schedule and the checkpoint's metadata."
     return load_model(path, device, ema, build=_build_super_res)
 
-# %% ../nbs/16_cascade.ipynb #bfa0234b
+# %% ../nbs/16_cascade.ipynb #44ca8987
 CASCADE_KIND = 'diffusion_nb.cascade/1'
 
 def _read_cascade(path):
@@ -516,7 +516,7 @@ def _read_cascade(path):
     folder = os.path.dirname(os.path.abspath(path))
     return [os.path.join(folder, p) for p in spec['stages']], spec['level']
 
-# %% ../nbs/16_cascade.ipynb #86c3d286
+# %% ../nbs/16_cascade.ipynb #fd897857
 def save_cascade(path, # the cascade file to write, e.g. `<run>/cascade.pt`
                  base_checkpoint, # the base stage's trainer checkpoint
                  super_res_checkpoint, # the SR stage's trainer checkpoint (written with `super_res_meta`)

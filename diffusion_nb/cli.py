@@ -8,7 +8,7 @@ __all__ = ['IMAGE_FORMATS', 'IMAGE_DEFAULTS', 'GUIDANCE_SCALE', 'CLASSIFIER_STEP
            'train_images', 'sample', 'train_cascade', 'benchmark', 'train', 'main']
 
 # %% ../nbs/90_cli.ipynb #cb4dd099
-import argparse, contextlib, json, math, os, resource, sys, time
+import argparse, contextlib, io, json, math, os, resource, sys, time
 from dataclasses import asdict, fields, replace
 
 import matplotlib.pyplot as plt
@@ -33,6 +33,8 @@ from .cascade import (CASCADE_CONFIGS, CASCADE_KIND, SUPER_RES_STAGE, build_casc
                                   Stage)
 from .guidance import (GUIDANCE_KINDS, guided_model, NoisyImageClassifier, train_noisy_classifier,
                                    save_noisy_classifier, load_noisy_classifier)
+from .distributed import (DistributedTrainer, Launch, launch_env, setup_distributed,
+                                      teardown_distributed, rank0_outcome)
 
 # %% ../nbs/90_cli.ipynb #52c96bc2
 def _number(kind, low, strict=True):
@@ -90,7 +92,8 @@ def _add_train(sub):
     t.add_argument('--dataset', choices=DATASETS + TOY_DATASETS, default='digits', help='training data')
     t.add_argument('--steps', type=_positive_int, default=None, help=f'optimisation steps {d("steps")}')
     t.add_argument('--batch-size', type=_positive_int, default=None,
-                   help=f'examples per step {d("batch_size")}')
+                   help=f'examples per step: the global batch, split over the ranks of a torchrun launch '
+                        f'{d("batch_size")}')
     t.add_argument('--lr', type=_positive_float, default=None, help=f'peak learning rate {d("lr")}')
     t.add_argument('--n-samples', type=_positive_int, default=None,
                    help=f'samples drawn and scored {d("n_samples")}')
@@ -119,6 +122,9 @@ def _add_train(sub):
                         '(default: $DIFFUSION_NB_DATA, else ~/.cache/diffusion_nb/datasets)')
     g.add_argument('--download', action='store_true',
                    help='let torchvision download MNIST, Fashion-MNIST or CIFAR-10')
+    g.add_argument('--grad-accum', type=_positive_int, default=TrainConfig.grad_accum,
+                   help='micro-batches per step and rank whose gradients add up before the step (for batches '
+                        'that do not fit; the ranks exchange gradients once, after the last)')
     g.add_argument('--checkpoint-every', type=_seed, default=TrainConfig.checkpoint_every,
                    help='steps between checkpoints (0: only at the end of the run, and on Ctrl-C)')
     g.add_argument('--sample-every', type=_seed, default=0, help='steps between sample grids (0: none)')
@@ -135,7 +141,7 @@ def _add_train(sub):
                    metavar='NAME', help=f"train a two-stage cascade instead of one model: NAME one of "
                                         f"{', '.join(CASCADE_CONFIGS)}, or none for the one that fits --dataset")
     g.add_argument('--max-level', type=_seed, default=None,
-                   help='largest augmentation level s the SR stage trains on (default: the named cascade\'s, 400)')
+                   help="largest augmentation level s the SR stage trains on (default: the named cascade's)")
     g.add_argument('--blur-prob', type=_probability, default=0.0,
                    help='share of SR training examples whose low-resolution image is also blurred')
     g.add_argument('--level', type=_seed, default=None,
@@ -281,7 +287,8 @@ def train_points(args: argparse.Namespace, out: str, device: torch.device) -> di
                'warmup': warmup, 'ema_decay': ema_decay, 'device': str(device)}
     save_checkpoint({'model': model.state_dict(), 'model_config': config, 'x0_box': [b.tolist() for b in box],
                      'schedule': {'name': args.schedule, 'T': args.T},
-                     'args': {k: v for k, v in vars(args).items() if k != 'given'}, 'metrics': metrics},
+                     'args': {k: v for k, v in vars(args).items() if k not in ('given', 'launch')},
+                     'metrics': metrics},
                     os.path.join(out, 'model.pt'))
     _save_point_figures(out, data[:args.n_samples], samples, trajectory, losses,
                         f"{args.dataset}: swd {metrics['swd']:.4f} (noise floor {metrics['floor']:.4f})")
@@ -307,7 +314,7 @@ def _classifier_for(dataset: str, args, device):
                             batch_size=64)
 
 RESUMABLE = ('steps', 'batch_size', 'lr', 'seed', 'bf16', 'compile', 'channels_last', 'checkpoint_every',
-             'sample_every')        # the options of train that are fields of TrainConfig
+             'sample_every', 'grad_accum')        # the options of train that are fields of TrainConfig
 
 def _train_config(args, resume: dict | None) -> TrainConfig:
     "A fresh run's TrainConfig from the options; a resumed run's from its checkpoint, with the options typed."
@@ -416,18 +423,20 @@ def train_images(args: argparse.Namespace, out: str, device: torch.device) -> di
     config = _train_config(args, resume)                   # an option that cannot change: refused here
     model = _unet_for(args.dataset, args.config)
     x, y = load_dataset(args.dataset, args.data_root, train=True, download=args.download, n=args.n_train)
-    trainer = Trainer(model, make_schedule(args.schedule, args.T), x, y, config=config, out_dir=out,
-                      device=device,
+    trainer = DistributedTrainer(model, make_schedule(args.schedule, args.T), x, y, config=config,
+                      out_dir=out, device=device, launch=getattr(args, 'launch', None),  # chapter distributed
                       meta=dict(dataset=args.dataset, config=args.config or DEFAULT_CONFIG[args.dataset],
                                 n_train=args.n_train))
     if resume:
         trainer.load_state_dict(resume)
-        for k, (old, new) in trainer.resume_changes.items():           # applied, and said so
+        _say_world_change(trainer)
+        for k, (old, new) in trainer.resume_changes.items() if trainer.launch.main else ():   # applied, said
             print(f"resume: {_option(k)} {new} applied (the checkpoint's: {old})" +
                   (f"; the run now ends at step {new}" if k == 'steps' else ''))
     start, first = time.time(), trainer.step
     trainer.fit(progress=not args.quiet)
     train_s = time.time() - start
+    if not trainer.launch.main: return None                 # rank 0 samples, scores and writes the figures
     noisy = _noisy_classifier(trainer, args, out) if args.guidance == 'classifier' else None
     guide = guided_model(trainer.ema.module, trainer.schedule, args.guidance, args.guidance_scale, noisy,
                          config.label_dropout)
@@ -739,6 +748,45 @@ def _check_guidance(kind: str, guidance: str, resume: str | None = None, cascade
     if kind == 'points' and cascade is not None:
         raise ValueError(f"cascade: only for the image datasets {DATASETS}")
 
+# %% ../nbs/90_cli.ipynb #678483e5
+def _launch(args, kind: str) -> Launch:
+    "This process's place in a torchrun launch (one process outside one), after the checks it needs."
+    rank, world, _ = launch_env()
+    if world > 1 and kind == 'points':
+        raise ValueError(f"dataset: data-parallel training (torchrun) is for the image datasets {DATASETS}")
+    if world > 1 and args.cascade is not None:
+        raise ValueError("cascade: trains in one process; start it without torchrun")
+    parts = world * args.grad_accum
+    if kind == 'images' and args.resume is None and args.batch_size % parts:
+        raise ValueError(f"batch-size: the global batch is split over {world} rank{'s' * (world > 1)} x "
+                         f"--grad-accum {args.grad_accum}; expected a multiple of {parts}, "
+                         f"got {args.batch_size}")
+    return setup_distributed(args.device)
+
+@contextlib.contextmanager
+def _run_lock(out: str, launch: Launch):
+    "One run per folder: rank 0 holds the OutputLock and cleans the folder; a refusal is raised on all ranks."
+    lock = OutputLock(out)
+    def take():
+        lock.acquire()
+        try: _clean(out)
+        except BaseException: lock.release(); raise
+    rank0_outcome(take, launch)
+    try: yield
+    finally:
+        if launch.main: lock.release()
+
+def _say_world_change(trainer):
+    n, w = trainer.resumed_world_size, trainer.world_size
+    if n != w and trainer.launch.main:
+        print(f"resume: trained on {n} rank{'s' * (n > 1)}, continues on {w}: the same global batches, "
+              f"fresh noise streams")
+
+def _rank_threads(n: int | None) -> int | None:
+    "--threads; in a launch of several processes per machine, by default the free cores shared among them."
+    local = int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
+    return n if n is not None or local <= 1 else max(1, free_threads() // local)
+
 # %% ../nbs/90_cli.ipynb #1bd4c569
 def train(args: argparse.Namespace) -> dict:
     "The `train` job, for images or 2-D data; writes metrics.json and returns the metrics."
@@ -746,18 +794,20 @@ def train(args: argparse.Namespace) -> dict:
     _check_guidance(kind, args.guidance, args.resume, args.cascade)
     for k, v in (IMAGE_DEFAULTS if kind == 'images' else POINT_DEFAULTS).items():  # n_train: None for images
         if getattr(args, k) is None: setattr(args, k, v)
-    device = get_device(args.device)
+    launch = _launch(args, kind)                                  # joins a torchrun launch, if any
+    args.launch, device = launch, launch.device
     out = os.path.abspath(args.out or os.path.join('runs', args.dataset + ('-cascade' if args.cascade else '')))
     start, new = time.time(), not os.path.exists(out)
     try:
-        with OutputLock(out):                      # one run per folder; a killed run's lock is taken over
-            _clean(out)
+        with _run_lock(out, launch):              # one run per folder; a killed run's lock is taken over
             job = train_points if kind == 'points' else train_cascade if args.cascade else train_images
             metrics = job(args, out, device)
+            if metrics is None: return None                   # a rank other than 0: its work is done
             metrics['wall_seconds'] = round(time.time() - start, 1)
             atomic_write(os.path.join(out, 'metrics.json'), lambda tmp: _write_json(metrics, tmp))
     finally:
-        if new and os.path.isdir(out) and not os.listdir(out): os.rmdir(out)    # a failed run leaves no trace
+        if launch.main and new and os.path.isdir(out) and not os.listdir(out): os.rmdir(out)  # no trace
+        teardown_distributed()
     print(_report(metrics, out) + f" (wall time {metrics['wall_seconds']} s)")
     return metrics
 
@@ -765,21 +815,29 @@ def train(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     "The `diffusion_nb` command line."
     parser = build_parser()
-    args = parser.parse_args(argv)
+    rank = int(os.environ.get('RANK', '0')) if os.environ.get('RANK', '0').isdigit() else 0
+    quiet = contextlib.redirect_stderr(io.StringIO()) if rank else contextlib.nullcontext()
+    with quiet: args = parser.parse_args(argv)                 # a usage error: printed by rank 0 alone
     args.given = given_options(sys.argv[1:] if argv is None else argv)
     if args.device is not None:
         try: get_device(args.device)
-        except ValueError as e: parser.error(f"argument --device: {e}")
+        except ValueError as e:
+            with quiet: parser.error(f"argument --device: {e}")
     if 'ipykernel' not in sys.modules: plt.switch_backend('agg')  # files only, never windows
     job = {'train': train, 'sample': sample, 'benchmark': benchmark}[args.command]
+    say = (lambda text: print(text, file=sys.stderr)) if rank == 0 else (lambda text: None)   # rank 0 speaks
     try:
-        with _torch_threads(args.threads): result = job(args)
+        with _torch_threads(_rank_threads(args.threads)): result = job(args)
     except (ValueError, OSError, FolderLockedError) as e:  # OSError: a file not read or written, named
-        print(f"diffusion_nb {args.command}: error: {_message(e)}", file=sys.stderr); return 2
+        say(f"diffusion_nb {args.command}: error: {_message(e)}"); return 2
     except TrainingDiverged as e:                 # nothing non-finite was saved: the last checkpoint stands
-        print(f"diffusion_nb {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr); return 1
+        say(f"diffusion_nb {args.command}: error: {' '.join(str(e).split())}"); return 1
     except KeyboardInterrupt as e:
-        print(f"diffusion_nb {args.command}: interrupted ({e})", file=sys.stderr); return 130
+        say(f"diffusion_nb {args.command}: interrupted ({e})"); return 130
+    except RuntimeError as e:
+        if launch_env()[1] == 1: raise
+        print(f"diffusion_nb {args.command}: error: rank {rank} failed, or lost the other ranks of the "
+              f"launch ({str(e).splitlines()[0][:200]})", file=sys.stderr); return 1     # each rank for itself
     if args.command == 'sample': print(f"wrote {result}")
     return 0
 

@@ -7,7 +7,7 @@ __all__ = ['TIMEOUT_ENV', 'DEFAULT_TIMEOUT', 'rank_seed', 'Launch', 'launch_env'
            'agree_on_device', 'teardown_distributed', 'setup_distributed', 'distributed', 'StopOnSignals',
            'check_shards', 'DistributedTrainer', 'rank0_outcome']
 
-# %% ../nbs/17_distributed.ipynb #20e090da
+# %% ../nbs/17_distributed.ipynb #0193c61e
 import math, os, pickle, signal, threading
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -24,7 +24,7 @@ from fastcore.basics import patch
 from .core import get_device, seed_everything, check_seed, make_generator
 from .train import TrainConfig, Trainer, StopOnInterrupt, rng_state, set_rng_state, make_ema
 
-# %% ../nbs/17_distributed.ipynb #6f8d2e02
+# %% ../nbs/17_distributed.ipynb #ab7b3e3b
 def rank_seed(seed: int, # the run's seed
               rank: int, # the rank whose stream this seeds
               *more: int, # further words, e.g. a step for a stream that starts afresh there
@@ -33,7 +33,7 @@ def rank_seed(seed: int, # the run's seed
     check_seed(seed)
     return int(np.random.SeedSequence([seed, rank, *more]).generate_state(1)[0])
 
-# %% ../nbs/17_distributed.ipynb #35cedf4c
+# %% ../nbs/17_distributed.ipynb #b54f6684
 TIMEOUT_ENV, DEFAULT_TIMEOUT = 'DIFFUSION_NB_DIST_TIMEOUT', 300.0   # seconds a collective may wait for a rank
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Launch:
     world_size: int = 1                           # WORLD_SIZE: processes in all
     local_rank: int = 0                           # LOCAL_RANK: this process among those of its machine
     device: torch.device = torch.device('cpu')    # cuda:LOCAL_RANK, or the CPU
-    group: object = None                          # the process group of the gradients (None: the default, gloo)
+    group: object = None                          # the gradients' process group (None: the default, gloo)
 
     @property
     def main(self) -> bool: return self.rank == 0  # rank 0 writes, prints and samples
@@ -55,15 +55,16 @@ def launch_env(environ=None) -> tuple[int, int, int]:
     for name, default in (('RANK', '0'), ('WORLD_SIZE', '1'), ('LOCAL_RANK', '0')):
         v = environ.get(name, default)
         try: got.append(int(v))
-        except ValueError: raise ValueError(f"{name}: expected an integer in the environment, got {v!r}") from None
+        except ValueError:
+            raise ValueError(f"{name}: expected an integer in the environment, got {v!r}") from None
     rank, world, local = got
     if world < 1 or not 0 <= rank < world or local < 0:
-        raise ValueError(f"RANK, WORLD_SIZE, LOCAL_RANK: expected 0 <= RANK < WORLD_SIZE and LOCAL_RANK >= 0, "
+        raise ValueError(f"RANK, WORLD_SIZE, LOCAL_RANK: expected 0 <= RANK < WORLD_SIZE, LOCAL_RANK >= 0, "
                          f"got {rank}, {world}, {local}")
     return rank, world, local
 
 def dist_timeout(timeout: float | None = None) -> float:
-    "Seconds a collective operation waits: `timeout`, else $DIFFUSION_NB_DIST_TIMEOUT, else 300."
+    "Seconds a collective waits: `timeout`, else the variable `DIFFUSION_NB_DIST_TIMEOUT`, else 300."
     v = os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT) if timeout is None else timeout
     where = 'timeout' if timeout is not None else TIMEOUT_ENV
     try: v = float(v)
@@ -71,22 +72,23 @@ def dist_timeout(timeout: float | None = None) -> float:
     if not 0 < v < math.inf: raise ValueError(f"{where}: expected a positive number of seconds, got {v!r}")
     return v
 
-# %% ../nbs/17_distributed.ipynb #695d7c53
+# %% ../nbs/17_distributed.ipynb #727078f7
 def rank_device(device: str | torch.device | None, # as for `get_device`; None: the best available
                 world_size: int, local_rank: int) -> torch.device:
     "The device of this rank: cuda:LOCAL_RANK on GPUs (in a launch), else the device asked for."
     dev = get_device(device)
     if world_size == 1: return dev
     if dev.type == 'mps':
-        raise ValueError("device: 'mps' has no process-group backend for data-parallel training; pass --device cpu")
+        raise ValueError("device: 'mps' has no process-group backend for data-parallel training; "
+                         "pass --device cpu")
     if dev.type == 'cuda':
         if device is not None and torch.device(device).index is not None:
-            raise ValueError(f"device: {str(device)!r} names one GPU, but each rank of a launch takes the GPU of its "
-                             f"LOCAL_RANK; pass --device cuda")
+            raise ValueError(f"device: {str(device)!r} names one GPU, but each rank of a launch takes the GPU "
+                             f"of its LOCAL_RANK; pass --device cuda")
         n = torch.cuda.device_count()
         if local_rank >= n:
-            raise ValueError(f"device: LOCAL_RANK {local_rank} has no GPU of its own (this machine has {n}); start at "
-                             f"most {n} processes per machine (--nproc_per_node)")
+            raise ValueError(f"device: LOCAL_RANK {local_rank} has no GPU of its own (this machine has {n}); "
+                             f"start at most {n} processes per machine (--nproc_per_node)")
         dev = torch.device('cuda', local_rank)
     return dev
 
@@ -101,7 +103,7 @@ def agree_on_device(kind: str) -> None:
         raise ValueError(f"device: the ranks of this launch train on different kinds of device ({said}); all "
                          f"must use one kind (--device cpu trains every rank on its CPU)")
 
-# %% ../nbs/17_distributed.ipynb #1a8ccb9c
+# %% ../nbs/17_distributed.ipynb #d5dbd490
 def teardown_distributed() -> None:
     "Leave the launch: destroy every process group, if any was set up."
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
@@ -109,7 +111,7 @@ def teardown_distributed() -> None:
 def setup_distributed(device: str | torch.device | None = None, # see `rank_device`
                       timeout: float | None = None, # seconds; see `dist_timeout`
                      ) -> Launch:
-    "Join the launch torchrun started (gloo for control, NCCL for CUDA gradients); outside one, a 1-process Launch."
+    "Join the launch torchrun started (gloo for control, NCCL for CUDA gradients); else a 1-process Launch."
     rank, world, local = launch_env()
     dev = rank_device(device, world, local)
     if world == 1: return Launch(device=dev)
@@ -127,12 +129,12 @@ def setup_distributed(device: str | torch.device | None = None, # see `rank_devi
 
 @contextmanager
 def distributed(device=None, timeout=None):
-    "`setup_distributed` for the duration of a `with` block, then `teardown_distributed`; yields the `Launch`."
+    "`setup_distributed` for a `with` block, then `teardown_distributed`; yields the `Launch`."
     launch = setup_distributed(device, timeout)
     try: yield launch
     finally: teardown_distributed()
 
-# %% ../nbs/17_distributed.ipynb #0b5ea5c1
+# %% ../nbs/17_distributed.ipynb #f8f4bebf
 class StopOnSignals(StopOnInterrupt):
     "`StopOnInterrupt` that also notes SIGTERM (torchrun's way of passing Ctrl-C on; SLURM's pre-emption)."
     def __enter__(self):
@@ -159,9 +161,9 @@ def check_shards(config: TrainConfig, world_size: int) -> int:
                          f"got {config.batch_size}")
     return config.batch_size // parts
 
-# %% ../nbs/17_distributed.ipynb #698a29f9
+# %% ../nbs/17_distributed.ipynb #61d191b1
 class DistributedTrainer(Trainer):
-    "`Trainer` on each rank of a launch: its shard of every global batch, DDP, one checkpoint written by rank 0."
+    "`Trainer` on each rank of a launch: its shard of every global batch, DDP, checkpoints by rank 0."
     interrupt_guard = StopOnSignals
 
     def __init__(self, model: nn.Module, schedule, images: torch.Tensor, labels: torch.Tensor | None = None, *,
@@ -176,7 +178,7 @@ class DistributedTrainer(Trainer):
         self._rank_rng = None
         if self.world_size == 1: return                              # chapter train's trainer, as it was
         seed_everything(rank_seed(config.seed, self.rank))            # the network's dropout, per rank
-        self.data_generator = make_generator(config.seed, self.device)               # shared: the same indices
+        self.data_generator = make_generator(config.seed, self.device)          # shared: the same indices
         self.generator = make_generator(rank_seed(config.seed, self.rank), self.device)  # this rank's noise
         cuda = self.device.type == 'cuda'
         self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if cuda else None,
@@ -185,7 +187,7 @@ class DistributedTrainer(Trainer):
         self.forward_model = torch.compile(self.ddp) if config.compile else self.ddp
 
     def _accumulating(self):
-        return self.ddp.no_sync() if self.world_size > 1 else nullcontext()   # no all-reduce on this micro-step
+        return self.ddp.no_sync() if self.world_size > 1 else nullcontext()   # no all-reduce on this one
 
     def _read_rows(self, pending: list) -> list:
         if self.world_size == 1: return super()._read_rows(pending)
@@ -196,13 +198,13 @@ class DistributedTrainer(Trainer):
     def _stop_requested(self, stop) -> bool:
         if self.world_size == 1: return stop.requested
         flag = torch.tensor([float(stop.requested)])
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)                   # any rank asked: all stop after this step
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)                   # one rank asked: all stop after this step
         return bool(flag.item())
 
     def fit(self, until: int | None = None, progress: bool = True) -> 'DistributedTrainer':
         return super().fit(until, progress=progress and self.launch.main)
 
-# %% ../nbs/17_distributed.ipynb #5454cf4b
+# %% ../nbs/17_distributed.ipynb #980791ae
 def rank0_outcome(fn, launch: Launch):
     "fn() on rank 0 alone, while the others wait; its result, or the exception it raised, on every rank."
     if launch.world_size == 1: return fn()
@@ -232,7 +234,7 @@ def gather(self: DistributedTrainer, obj) -> list:
 
 @patch
 def save(self: DistributedTrainer, path=None) -> str:
-    "`Trainer.save` on rank 0, with every rank's random streams in the checkpoint; every rank returns the path."
+    "`Trainer.save` on rank 0, with every rank's random streams; every rank returns the path."
     if self.world_size == 1: return Trainer.save(self, path)
     self._rank_rng = self.gather(rng_state(self.generator))
     try: return self.on_rank0(lambda: Trainer.save(self, path))
@@ -247,22 +249,24 @@ def plot_losses(self: DistributedTrainer, path=None) -> None:
     if path is None or self.world_size == 1: return Trainer.plot_losses(self, path)
     return self.on_rank0(lambda: Trainer.plot_losses(self, path))
 
-# %% ../nbs/17_distributed.ipynb #f4aa23a8
+# %% ../nbs/17_distributed.ipynb #11726a27
 @patch
 def state_dict(self: DistributedTrainer) -> dict:
-    "Chapter train's checkpoint, plus the world size, the data stream and every rank's streams (a collective)."
+    "Chapter train's checkpoint, plus the world size, the data stream and all ranks' streams (a collective)."
     ckpt = Trainer.state_dict(self)
-    ranks = [ckpt['rng']] if self.world_size == 1 else self._rank_rng or self.gather(rng_state(self.generator))
+    ranks = ([ckpt['rng']] if self.world_size == 1 else
+             self._rank_rng or self.gather(rng_state(self.generator)))
     return dict(ckpt, world_size=self.world_size, data_rng=self.data_generator.get_state(), rank_rng=ranks)
 
 @patch
 def load_state_dict(self: DistributedTrainer, ckpt: dict) -> None:
     "Continue a checkpoint of any world size: exactly at the same one, with fresh noise streams at another."
-    Trainer.load_state_dict(self, ckpt)             # checks everything first; weights, moments, rank 0's streams
+    Trainer.load_state_dict(self, ckpt)             # checks first; weights, moments, rank 0's streams
     n, r = int(ckpt.get('world_size', 1)), self.rank
     self.resumed_world_size = n
     if n == self.world_size:
-        if n > 1: set_rng_state(ckpt['rank_rng'][r], self.generator); self.data_generator.set_state(ckpt['data_rng'])
+        if n > 1:
+            set_rng_state(ckpt['rank_rng'][r], self.generator); self.data_generator.set_state(ckpt['data_rng'])
         return
     self.data_generator.set_state(ckpt['data_rng'] if n > 1 else ckpt['rng']['generator'])  # the same batches
     if self.world_size > 1:
