@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['IMAGE_FORMATS', 'IMAGE_DEFAULTS', 'GUIDANCE_SCALE', 'CLASSIFIER_STEPS', 'POINT_DEFAULTS', 'DEFAULT_CONFIG',
-           'DEFAULT_CASCADE', 'RESUMABLE', 'build_parser', 'given_options', 'BoxClippedEps', 'train_points',
-           'train_images', 'sample', 'train_cascade', 'benchmark', 'train', 'main']
+           'DEFAULT_CASCADE', 'RESUMABLE', 'RANK_GRACE', 'build_parser', 'given_options', 'BoxClippedEps',
+           'train_points', 'train_images', 'sample', 'train_cascade', 'benchmark', 'train', 'main']
 
 # %% ../nbs/90_cli.ipynb #cb4dd099
 import argparse, contextlib, io, json, math, os, resource, sys, time
@@ -812,26 +812,36 @@ def train(args: argparse.Namespace) -> dict:
     return metrics
 
 # %% ../nbs/90_cli.ipynb #99867f9d
+RANK_GRACE = 5.0   # seconds a silent rank waits before it fails: torchrun stops every rank once one exits
+
+def _after_rank0(rank: int, code):
+    "The exit status, after a wait on a rank other than 0: rank 0 says why before torchrun stops the rest."
+    if rank and code: time.sleep(RANK_GRACE)
+    return code
+
 def main(argv: list[str] | None = None) -> int:
     "The `diffusion_nb` command line."
     parser = build_parser()
     rank = int(os.environ.get('RANK', '0')) if os.environ.get('RANK', '0').isdigit() else 0
     quiet = contextlib.redirect_stderr(io.StringIO()) if rank else contextlib.nullcontext()
-    with quiet: args = parser.parse_args(argv)                 # a usage error: printed by rank 0 alone
+    try:
+        with quiet: args = parser.parse_args(argv)             # a usage error: printed by rank 0 alone
+        if args.device is not None:
+            try: get_device(args.device)
+            except ValueError as e:
+                with quiet: parser.error(f"argument --device: {e}")
+    except SystemExit as e:
+        raise SystemExit(_after_rank0(rank, e.code)) from None
     args.given = given_options(sys.argv[1:] if argv is None else argv)
-    if args.device is not None:
-        try: get_device(args.device)
-        except ValueError as e:
-            with quiet: parser.error(f"argument --device: {e}")
     if 'ipykernel' not in sys.modules: plt.switch_backend('agg')  # files only, never windows
     job = {'train': train, 'sample': sample, 'benchmark': benchmark}[args.command]
     say = (lambda text: print(text, file=sys.stderr)) if rank == 0 else (lambda text: None)   # rank 0 speaks
     try:
         with _torch_threads(_rank_threads(args.threads)): result = job(args)
     except (ValueError, OSError, FolderLockedError) as e:  # OSError: a file not read or written, named
-        say(f"diffusion_nb {args.command}: error: {_message(e)}"); return 2
+        say(f"diffusion_nb {args.command}: error: {_message(e)}"); return _after_rank0(rank, 2)
     except TrainingDiverged as e:                 # nothing non-finite was saved: the last checkpoint stands
-        say(f"diffusion_nb {args.command}: error: {' '.join(str(e).split())}"); return 1
+        say(f"diffusion_nb {args.command}: error: {' '.join(str(e).split())}"); return _after_rank0(rank, 1)
     except KeyboardInterrupt as e:
         say(f"diffusion_nb {args.command}: interrupted ({e})"); return 130
     except RuntimeError as e:
