@@ -7,9 +7,14 @@ __all__ = []
 
 # %% ../nbs/91_main.ipynb #fef3279e
 #| eval: false
-import sys
+import os, sys
 from .cli import main
 
 # %% ../nbs/91_main.ipynb #700107f8
 #| eval: false
-if __name__ == '__main__': sys.exit(main())
+if __name__ == '__main__':
+    code = main()
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1:     # a launched rank: its process group is destroyed by now,
+        sys.stdout.flush(); sys.stderr.flush()          # and gloo's threads can abort the interpreter's own
+        os._exit(code or 0)                             # teardown (SIGABRT), turning a success into a failure
+    sys.exit(code)
