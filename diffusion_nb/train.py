@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['CHECKPOINT_KIND', 'SAFE_ON_RESUME', 'SAMPLERS', 'TrainConfig', 'lr_factor', 'make_ema', 'rng_state', 'set_rng_state',
            'StopOnInterrupt', 'num_classes_of', 'Trainer', 'TrainingDiverged', 'state_dict', 'load_state_dict', 'save',
-           'resume', 'fit', 'generate', 'class_grid', 'write_samples', 'plot_losses', 'load_model']
+           'resume', 'fit', 'generate', 'class_grid', 'write_samples', 'plot_losses', 'checkpoint_weights',
+           'load_model']
 
 # %% ../nbs/10_train.ipynb #3d7d6d67
 import contextlib, math, os, random, signal, threading, time
@@ -157,7 +158,7 @@ class Trainer:
     "Trains an eps-model: AdamW, warm-up and cosine decay, EMA, clipping, bf16/compile, atomic resumable checkpoints."
     def __init__(self,
                  model: nn.Module, # model(x_t, t[, y]); a UNet's config is stored with its checkpoints
-                 schedule: NoiseSchedule, # the forward process it learns to reverse
+                 schedule: NoiseSchedule | None, # the chain it learns to reverse; None: a model without one
                  images: torch.Tensor, # (N, ...) training data, e.g. images in [-1, 1] of shape (N, C, H, W)
                  labels: torch.Tensor | None = None, # (N,) integer labels in [0, num_classes) for a conditional model
                  *,
@@ -170,13 +171,15 @@ class Trainer:
         if not isinstance(config, TrainConfig): raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
         self.num_classes = num_classes_of(model)
         _check_data(images, labels, self.num_classes)
+        if schedule is None and config.sample_every:
+            raise ValueError("config: sample_every > 0 draws samples, which needs a noise schedule (schedule is None)")
         self.config, self.loss_fn, self.meta = config, loss_fn, dict(meta or {})
         self.out_dir = None if out_dir is None else os.fspath(out_dir)
         self.device = get_device(device)
         seed_everything(config.seed)                                           # the model's dropout draws from here
         layout = torch.channels_last if config.channels_last and images.ndim == 4 else torch.contiguous_format
         self.model = model.to(self.device, memory_format=layout)
-        self.schedule = schedule.to(self.device)
+        self.schedule = None if schedule is None else schedule.to(self.device)   # None: e.g. an autoencoder
         self.images = images.to(self.device, memory_format=layout)
         self.labels = None if labels is None else labels.to(self.device)
         self.ema = make_ema(self.model, config.ema_decay)
@@ -278,7 +281,7 @@ def state_dict(self: Trainer) -> dict:
     return dict(kind=CHECKPOINT_KIND, step=self.step, losses=list(self.losses), model=self.model.state_dict(),
                 ema=self.ema.state_dict(), optimizer=self.opt.state_dict(), lr_schedule=self.lr_schedule.state_dict(),
                 rng=rng_state(self.generator), train_config=asdict(self.config), model_config=_model_config(self.model),
-                betas=self.schedule.betas.detach().cpu(), meta=self.meta)
+                betas=None if self.schedule is None else self.schedule.betas.detach().cpu(), meta=self.meta)
 
 def _check_checkpoint(ckpt, model_config=None, betas=None, where='checkpoint'):
     "Raise a ValueError unless `ckpt` is a trainer checkpoint for this model configuration and noise schedule."
@@ -290,13 +293,15 @@ def _check_checkpoint(ckpt, model_config=None, betas=None, where='checkpoint'):
         diff = {k: (saved.get(k), v) for k, v in model_config.items() if saved is None or saved.get(k) != v}
         raise ValueError(f"{where}: written for a model of another configuration; differing fields (checkpoint, "
                          f"this model): {diff}")
-    if betas is not None and (ckpt['betas'].shape != betas.shape or not torch.equal(ckpt['betas'], betas.cpu())):
-        raise ValueError(f"{where}: trained with another noise schedule (T = {len(ckpt['betas'])}, this one T = {len(betas)})")
+    saved_betas = ckpt['betas']                                                   # None: a model without a chain
+    if betas is not None and (saved_betas is None or not torch.equal(saved_betas, betas.cpu())):
+        T = 'none' if saved_betas is None else len(saved_betas)
+        raise ValueError(f"{where}: trained with another noise schedule (T = {T}, this one T = {len(betas)})")
 
 def load_state_dict(self: Trainer, ckpt: dict) -> None:
     """Continue from a checkpoint of `state_dict` (same model configuration, noise schedule and training
     options, except those of `SAFE_ON_RESUME`, which are applied and listed in `resume_changes`)."""
-    _check_checkpoint(ckpt, _model_config(self.model), self.schedule.betas)
+    _check_checkpoint(ckpt, _model_config(self.model), None if self.schedule is None else self.schedule.betas)
     changes = _resume_changes(ckpt['train_config'], self.config)      # refuses before anything is loaded
     try:
         self.model.load_state_dict(ckpt['model']); self.ema.load_state_dict(ckpt['ema'])
@@ -447,6 +452,13 @@ def plot_losses(self: Trainer, path: str | None = None, # save here (and close),
 Trainer.class_grid, Trainer.write_samples, Trainer.plot_losses = class_grid, write_samples, plot_losses
 
 # %% ../nbs/10_train.ipynb #d62d70ee
+def checkpoint_weights(ckpt: dict, # a checkpoint written by `Trainer` (any model)
+                       ema: bool = True, # the EMA weights, else the last iterate
+                      ) -> dict:
+    "The model's state dict from a trainer checkpoint: its EMA average (the `module.` entries) or the last iterate."
+    if not ema: return ckpt['model']
+    return {k.removeprefix('module.'): v for k, v in ckpt['ema'].items() if k.startswith('module.')}
+
 def load_model(path: str | os.PathLike, # a checkpoint written by `Trainer` for a `UNet`
                device: str | torch.device | None = None, # see `get_device`
                ema: bool = True, # the EMA weights, else the last iterate
@@ -459,7 +471,7 @@ def load_model(path: str | os.PathLike, # a checkpoint written by `Trainer` for 
     if ckpt['model_config'] is None: raise ValueError(f"path: {os.fspath(path)!r} holds a model that is not a UNet")
     config = UNetConfig(**ckpt['model_config'])
     model = UNet(config) if build is None else build(config, ckpt['meta'])
-    weights = {k.removeprefix('module.'): v for k, v in ckpt['ema'].items() if k.startswith('module.')} if ema else ckpt['model']
+    weights = checkpoint_weights(ckpt, ema)
     try: model.load_state_dict(weights)
     except RuntimeError as e:
         raise ValueError(f"path: its weights do not fit a {type(model).__name__} of its configuration "
