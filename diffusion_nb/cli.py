@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['IMAGE_FORMATS', 'IMAGE_DEFAULTS', 'GUIDANCE_SCALE', 'CLASSIFIER_STEPS', 'POINT_DEFAULTS', 'DEFAULT_CONFIG',
-           'DEFAULT_CASCADE', 'RESUMABLE', 'RANK_GRACE', 'build_parser', 'given_options', 'BoxClippedEps',
-           'train_points', 'train_images', 'sample', 'train_cascade', 'benchmark', 'train', 'main']
+           'DEFAULT_CASCADE', 'DEFAULT_LATENT', 'AUTOENCODER_STEPS', 'RESUMABLE', 'RANK_GRACE', 'build_parser',
+           'given_options', 'BoxClippedEps', 'train_points', 'train_images', 'sample', 'train_cascade', 'train_latent',
+           'benchmark', 'train', 'main']
 
 # %% ../nbs/90_cli.ipynb #cb4dd099
 import argparse, contextlib, io, json, math, os, resource, sys, time
@@ -31,6 +32,10 @@ from .metrics import digits_classifier, train_classifier, conditional_accuracy, 
 from .cascade import (CASCADE_CONFIGS, CASCADE_KIND, SUPER_RES_STAGE, build_cascade, downsample,
                                   super_res_loss, super_res_meta, save_cascade, load_cascade, sample_cascade,
                                   Stage)
+from .latent import (LATENT_CONFIGS, LATENT_KIND, Autoencoder, LatentDiffusion, autoencoder_meta,
+                                 latent_meta, latent_scale, encode_latents, decode_latents, vae_objective,
+                                 load_autoencoder, load_latent, load_latent_diffusion, save_latent_diffusion,
+                                 check_latent_belongs)
 from .guidance import (GUIDANCE_KINDS, guided_model, NoisyImageClassifier, train_noisy_classifier,
                                    save_noisy_classifier, load_noisy_classifier)
 from .distributed import (DistributedTrainer, Launch, launch_env, setup_distributed,
@@ -84,6 +89,8 @@ CLASSIFIER_STEPS = 800   # training steps of the noise-aware classifier for clas
 POINT_DEFAULTS = dict(steps=4000, batch_size=1024, lr=3e-3, n_samples=20_000, n_train=50_000)
 DEFAULT_CONFIG = {'digits': 'nano', 'mnist': 'nano', 'fashion_mnist': 'nano', 'cifar10': 'small'}
 DEFAULT_CASCADE = {'digits': 'digits', 'mnist': 'digits', 'fashion_mnist': 'digits', 'cifar10': 'cifar10'}
+DEFAULT_LATENT = {'digits': 'digits', 'mnist': 'digits', 'fashion_mnist': 'digits', 'cifar10': 'cifar10'}
+AUTOENCODER_STEPS = 1000   # default --ae-steps: the digits autoencoder of chapter latent trains for 1,000 steps
 
 def _add_train(sub):
     t = sub.add_parser('train', help='train a diffusion model, sample it, score it and plot it',
@@ -147,6 +154,19 @@ def _add_train(sub):
     g.add_argument('--level', type=_seed, default=None,
                    help="augmentation level s of the base samples when the cascade is sampled (default: the "
                         "named cascade's, chosen in chapter cascade)")
+    g = t.add_argument_group('latent diffusion: an autoencoder, then a diffusion model of its latents (images)')
+    g.add_argument('--latent', nargs='?', const='auto', default=None, choices=('auto', *LATENT_CONFIGS),
+                   metavar='NAME', help=f"train an autoencoder and a diffusion model of its latents instead of one "
+                                        f"model of the pixels: NAME one of {', '.join(LATENT_CONFIGS)}, or none for "
+                                        f"the one that fits --dataset")
+    g.add_argument('--autoencoder', default=None, metavar='CHECKPOINT',
+                   help='with --latent: a trained autoencoder (autoencoder/checkpoint.pt of an earlier --latent run) '
+                        'to use instead of training one')
+    g.add_argument('--ae-steps', type=_positive_int, default=AUTOENCODER_STEPS,
+                   help='training steps of the autoencoder (the other options of the run apply to it too)')
+    g.add_argument('--kl-weight', type=_scale, default=None,
+                   help="beta, the weight of the KL term of the autoencoder's loss (default: the named "
+                        "configuration's, 1e-6)")
     g = t.add_argument_group('2-D data')
     g.add_argument('--variance', choices=('beta', 'beta_tilde'), default='beta_tilde',
                    help='reverse-process variance')
@@ -156,7 +176,8 @@ def _add_train(sub):
 def _add_sample(sub):
     s = sub.add_parser('sample', help='draw images from a checkpoint written by train',
                        formatter_class=_HelpFormatter)
-    s.add_argument('checkpoint', help='checkpoint.pt of an image run, or cascade.pt of a cascade run')
+    s.add_argument('checkpoint', help='checkpoint.pt of an image run, cascade.pt of a cascade run or latent.pt of '
+                                      'a latent run')
     s.add_argument('--n', type=_positive_int, default=100, help='number of images')
     s.add_argument('--labels', default=None, help='comma-separated class labels, cycled over the images '
                                                   '(default: every class in turn; a row per class)')
@@ -172,6 +193,8 @@ def _add_sample(sub):
                    help='classifier.pt of a run trained with --guidance classifier')
     s.add_argument('--level', type=_seed, default=None,
                    help="a cascade's augmentation level s of the base samples (default: the one it was trained with)")
+    s.add_argument('--autoencoder', default=None, metavar='CHECKPOINT',
+                   help="the autoencoder of a latent model's checkpoint.pt (latent.pt holds its own)")
     _add_threads(s)
 
 def _add_benchmark(sub):
@@ -491,6 +514,8 @@ def sample(args: argparse.Namespace) -> str:
     device = get_device(args.device)
     if load_checkpoint(args.checkpoint).get('kind') == CASCADE_KIND: return _sample_cascade(args, device)
     if args.level is not None: raise ValueError("level: only for a cascade (cascade.pt of a --cascade run)")
+    if load_checkpoint(args.checkpoint).get('kind') == LATENT_KIND or args.autoencoder is not None:
+        return _sample_latent(args, device)
     model, schedule, info = load_model(args.checkpoint, device=device, build=_single_stage)
     _check_sample_steps(args.steps, schedule.T)
     noisy = None if args.classifier is None else load_noisy_classifier(args.classifier, schedule, device)
@@ -510,6 +535,9 @@ def _single_stage(config, meta):
     if meta.get('stage') == SUPER_RES_STAGE:
         raise ValueError("checkpoint: a super-resolution stage of a cascade; sample the cascade file, cascade.pt, "
                          "of its run")
+    if meta.get('autoencoder') is not None:
+        raise ValueError("checkpoint: a latent diffusion model; sample latent.pt of its run, or pass --autoencoder "
+                         "with the checkpoint of its autoencoder")
     return UNet(config)
 
 def _cascade_config(args):
@@ -563,10 +591,10 @@ def _draw_cascade(stages, labels, n: int, seed: int, batch_size: int = 500) -> t
         lows.append(low.cpu()); highs.append(high.cpu())
     return torch.cat(lows), torch.cat(highs)
 
-def _train_stage(model, schedule, images, labels, args, resume, folder, device, meta) -> Trainer:
+def _train_stage(model, schedule, images, labels, args, resume, folder, device, meta, loss=None) -> Trainer:
     "One stage, trained (or resumed) in its own folder with the run's options; returns its trainer."
     _data_options(args, resume)
-    loss = super_res_loss if meta.get('stage') == SUPER_RES_STAGE else simple_loss
+    if loss is None: loss = super_res_loss if meta.get('stage') == SUPER_RES_STAGE else simple_loss
     trainer = Trainer(model, schedule, images, labels, config=_train_config(args, resume), loss_fn=loss,
                       out_dir=folder, device=device, meta=meta)
     if resume:
@@ -581,6 +609,7 @@ def train_cascade(args: argparse.Namespace, out: str, device: torch.device) -> d
     "The cascade job: train the base at half size and the SR stage, write cascade.pt, sample and score the cascade."
     name, cascade = _cascade_config(args)
     resumes = _stage_resumes(args, out, cascade.augmentation)         # every refusal before any work
+    _data_options(args, resumes[1] or resumes[0])                      # --n-train as the run recorded it
     x, y = load_dataset(args.dataset, args.data_root, train=True, download=args.download, n=args.n_train)
     K = dataset_info(args.dataset)['num_classes']
     base, sr = build_cascade(cascade, K)
@@ -623,6 +652,149 @@ def _sample_cascade(args: argparse.Namespace, device: torch.device) -> str:
     K = stages[0].model.config.num_classes
     labels = _parse_labels(args.labels, args.n, K)
     _, images = _draw_cascade(stages, labels, args.n, args.seed)
+    nrow = K if labels is not None and args.labels is None and args.n % K == 0 else None
+    _write_images(args.out, images, labels, nrow)
+    return os.path.abspath(args.out)
+
+# %% ../nbs/90_cli.ipynb #d363fa3c
+def _check_latent_options(args):
+    "Refuse the latent options without --latent, and what a latent run does not do."
+    if args.latent is None:
+        for name in ('autoencoder', 'kl_weight'):
+            if getattr(args, name) is not None: raise ValueError(f"{name.replace('_', '-')}: only with --latent")
+        return
+    if args.cascade is not None: raise ValueError("latent: not together with --cascade")
+    if args.config is not None:
+        raise ValueError("config: not used with --latent (the latent configuration names the U-Net)")
+    if args.guidance == 'classifier':
+        raise ValueError("guidance: a latent model samples with 'none' or 'classifier-free' guidance")
+    if args.sample_every:
+        raise ValueError("sample-every: not available with --latent (the trainer's grids would show latents)")
+
+def _latent_config(args):
+    "The named latent configuration that fits the dataset, with the typed KL weight."
+    name = DEFAULT_LATENT[args.dataset] if args.latent == 'auto' else args.latent
+    c, info = LATENT_CONFIGS[name], dataset_info(args.dataset)
+    a = c.autoencoder
+    if (a.in_channels, a.image_size) != (info['channels'], info['size']):
+        raise ValueError(f"latent: {name!r} encodes {a.in_channels}x{a.image_size}x{a.image_size} images; "
+                         f"{args.dataset} has {info['channels']}x{info['size']}x{info['size']}")
+    return name, c if args.kl_weight is None else replace(c, kl_weight=args.kl_weight)
+
+def _latent_resumes(args, out: str) -> list:
+    "The checkpoints of <out>/autoencoder and <out>/latent to resume from (None: fresh), all checked first."
+    if args.resume not in (None, ''):
+        raise ValueError("resume: with --latent, give no path: the parts continue from <out>/autoencoder and "
+                         "<out>/latent")
+    paths = [os.path.join(out, part, 'checkpoint.pt') for part in ('autoencoder', 'latent')]
+    if args.autoencoder is not None: paths[0] = None                    # given: not trained here
+    held = [p for p in paths if p and os.path.isfile(p)]
+    if args.resume is None and held:
+        raise ValueError(f"out: {held[0]!r} already holds a checkpoint; pass --resume to continue that run, "
+                         f"or choose another --out")
+    if args.resume == '' and not held: raise ValueError(f"resume: no checkpoint of a latent run in {out!r}")
+    resumes = [load_checkpoint(p) if p in held else None for p in paths]
+    saved = resumes[0] and resumes[0]['meta'].get('kl_weight')
+    if saved is not None and args.kl_weight is not None and saved != args.kl_weight:
+        raise ValueError(f"resume: --kl-weight {args.kl_weight:g} (the checkpoint's: {saved:g}): the autoencoder's "
+                         f"loss cannot change on resume")
+    if resumes[0] and resumes[1]:                  # the latent model holds latents of the autoencoder as it is
+        done, given = resumes[0]['step'], getattr(args, 'given', None)
+        typed = args.ae_steps != AUTOENCODER_STEPS if given is None else 'ae_steps' in given
+        target = args.ae_steps if typed else resumes[0]['train_config']['steps']
+        if target != done:
+            raise ValueError(f"ae-steps: {target} would train the autoencoder on from step {done}, but the latent "
+                             f"model of {out!r} was trained on its latents at step {done}; keep --ae-steps {done}, "
+                             f"or start a new run with another --out")
+    return resumes
+
+def _autoencoder_part(args, c, x, resume, out, device, meta):
+    "The autoencoder of the run and its step: loaded from --autoencoder (step None), or trained in <out>/autoencoder."
+    if args.autoencoder is not None:
+        autoencoder = load_autoencoder(args.autoencoder, device)
+        if autoencoder.config != c.autoencoder:
+            raise ValueError(f"autoencoder: {args.autoencoder!r} is not an autoencoder of the configuration "
+                             f"{meta['latent']!r} names")
+        return autoencoder, None
+    given = getattr(args, 'given', None)
+    ae_args = argparse.Namespace(**{**vars(args), 'steps': args.ae_steps})        # the run's options, its steps
+    if given is not None: ae_args.given = (given - {'steps'}) | ({'steps'} if 'ae_steps' in given else set())
+    model = Autoencoder(c.autoencoder)
+    trainer = _train_stage(model, None, x, None, ae_args, resume, os.path.join(out, 'autoencoder'), device,
+                           dict(meta, kl_weight=c.kl_weight, **autoencoder_meta(model)),
+                           loss=vae_objective(c.kl_weight))
+    return trainer.ema.module.eval(), trainer.step
+
+# %% ../nbs/90_cli.ipynb #9511de77
+def _draw_latent(ld: LatentDiffusion, labels, n: int, seed: int, sampler: str, steps: int, scale: float | None,
+                 batch_size: int = 500) -> torch.Tensor:
+    "n decoded images of a latent model, batch i from seed + i; on the CPU."
+    device, out = ld.schedule.betas.device, []
+    for i, lo in enumerate(range(0, n, batch_size)):
+        m = min(batch_size, n - lo)
+        y = None if labels is None else labels[lo:lo + m].to(device)
+        out.append(ld.sample(m, labels=y, sampler=sampler, steps=steps, guidance_scale=scale,
+                             generator=make_generator(seed + i, device)).cpu())
+    return torch.cat(out)
+
+# %% ../nbs/90_cli.ipynb #5dd556b3
+def train_latent(args: argparse.Namespace, out: str, device: torch.device) -> dict:
+    "The latent job: train the autoencoder, then a diffusion model of its cached latents; write latent.pt; score it."
+    name, c = _latent_config(args)
+    resumes = _latent_resumes(args, out)                                  # every refusal before any work
+    if resumes[0]: c = replace(c, kl_weight=resumes[0]['meta']['kl_weight'])
+    _data_options(args, resumes[1] or resumes[0])                         # --n-train as the run recorded it
+    x, y = load_dataset(args.dataset, args.data_root, train=True, download=args.download, n=args.n_train)
+    K = dataset_info(args.dataset)['num_classes']
+    meta = dict(dataset=args.dataset, latent=name, n_train=args.n_train)
+    start = time.time()
+    autoencoder, ae_step = _autoencoder_part(args, c, x, resumes[0], out, device, meta)
+    if resumes[1]:
+        check_latent_belongs(resumes[1]['meta'], autoencoder, os.path.join(out, 'latent', 'checkpoint.pt'))
+    scale = resumes[1]['meta']['latent_scale'] if resumes[1] else latent_scale(autoencoder, x.to(device))
+    z = encode_latents(autoencoder, x.to(device), scale, make_generator(args.seed, device))      # cached once
+    schedule = make_schedule(args.schedule, args.T)
+    trainer = _train_stage(UNet(replace(c.unet, num_classes=K)), schedule, z, y, args, resumes[1],
+                           os.path.join(out, 'latent'), device, dict(meta, **latent_meta(autoencoder, scale)))
+    train_s = time.time() - start
+    ld = LatentDiffusion(autoencoder, trainer.ema.module.eval(), trainer.schedule, scale)
+    save_latent_diffusion(os.path.join(out, 'latent.pt'), ld, meta=meta)
+    guidance = args.guidance_scale if args.guidance == 'classifier-free' else None
+    labels = torch.arange(args.n_samples) % K
+    start = time.time()
+    samples = _draw_latent(ld, labels, args.n_samples, args.seed + 1, args.sampler, args.sample_steps, guidance)
+    sample_s = time.time() - start
+    shown = x[:min(len(x), 1000)].to(device)
+    with torch.no_grad(): recon = decode_latents(autoencoder, autoencoder.encode(shown)[0])
+    metrics = dict(_accuracy_summary(_classifier_for(args.dataset, args, device), samples, labels, K),
+                   latent=name, kl_weight=c.kl_weight, latent_scale=scale,
+                   reconstruction_mse=torch.nn.functional.mse_loss(recon, shown).item(),
+                   sample_seconds=round(sample_s, 1), sampler=args.sampler, sample_steps=args.sample_steps,
+                   guidance=args.guidance, guidance_scale=guidance, train_seconds=round(train_s, 1),
+                   steps=[ae_step, trainer.step], device=str(device),
+                   parameters=[sum(p.numel() for p in m.parameters()) for m in (autoencoder, ld.model)])
+    grid = _draw_latent(ld, torch.arange(K).repeat_interleave(10), 10 * K, args.seed + 2, args.sampler,
+                        args.sample_steps, guidance)
+    _save_grid(os.path.join(out, 'samples.png'), grid, nrow=10)
+    _save_grid(os.path.join(out, 'reconstructions.png'), torch.cat([shown[:10], recon[:10]]).cpu(), nrow=10)
+    return metrics
+
+# %% ../nbs/90_cli.ipynb #111da4f1
+def _sample_latent(args: argparse.Namespace, device: torch.device) -> str:
+    "`sample` of a latent model: latent.pt, or a latent checkpoint with --autoencoder; decoded images."
+    if args.guidance == 'classifier' or args.classifier is not None:
+        raise ValueError("guidance: a latent model samples with 'none' or 'classifier-free' guidance")
+    if load_checkpoint(args.checkpoint).get('kind') == LATENT_KIND:
+        if args.autoencoder is not None:
+            raise ValueError("autoencoder: not with latent.pt, which holds its own autoencoder")
+        ld, _ = load_latent_diffusion(args.checkpoint, device)
+    else:
+        ld = load_latent(args.checkpoint, load_autoencoder(args.autoencoder, device), device)
+    _check_sample_steps(args.steps, ld.schedule.T)
+    K = ld.model.config.num_classes
+    labels = _parse_labels(args.labels, args.n, K)
+    scale = args.guidance_scale if args.guidance == 'classifier-free' else None
+    images = _draw_latent(ld, labels, args.n, args.seed, args.sampler, args.steps, scale)
     nrow = K if labels is not None and args.labels is None and args.n % K == 0 else None
     _write_images(args.out, images, labels, nrow)
     return os.path.abspath(args.out)
@@ -708,6 +880,11 @@ def _report(metrics: dict, out: str) -> str:
         if 'cascade' in m:
             head = f"cascade {m['cascade']!r}, SR stage at level {m['level']}: " + head
             files = 'base/ and sr/ (checkpoint.pt, loss.png), cascade.pt, samples.png, base_samples.png, metrics.json'
+        if 'latent' in m:
+            head = (f"latent {m['latent']!r} (reconstruction MSE {m['reconstruction_mse']:.4f}, latent scale "
+                    f"{m['latent_scale']:.4f}): " + head)
+            files = ('autoencoder/ and latent/ (checkpoint.pt, loss.png), latent.pt, samples.png, reconstructions.png, '
+                     'metrics.json')
     else:
         within = 'within' if metrics['swd'] <= metrics['floor'] else 'above'
         head = (f"sample spread {metrics['spread']:.2f} x the data's; "
@@ -740,13 +917,16 @@ def _message(e: Exception) -> str:
 def _write_json(obj, path):
     with open(path, 'w') as f: json.dump(obj, f, indent=2)
 
-def _check_guidance(kind: str, guidance: str, resume: str | None = None, cascade: str | None = None):
+def _check_guidance(kind: str, guidance: str, resume: str | None = None, cascade: str | None = None,
+                    latent: str | None = None):
     if kind == 'points' and guidance != 'none':
         raise ValueError(f"guidance: only for the image datasets {DATASETS}")
     if kind == 'points' and resume is not None:                     # a 2-D run trains in one go
         raise ValueError(f"resume: only for the image datasets {DATASETS}")
     if kind == 'points' and cascade is not None:
         raise ValueError(f"cascade: only for the image datasets {DATASETS}")
+    if kind == 'points' and latent is not None:
+        raise ValueError(f"latent: only for the image datasets {DATASETS}")
 
 # %% ../nbs/90_cli.ipynb #678483e5
 def _launch(args, kind: str) -> Launch:
@@ -756,6 +936,8 @@ def _launch(args, kind: str) -> Launch:
         raise ValueError(f"dataset: data-parallel training (torchrun) is for the image datasets {DATASETS}")
     if world > 1 and args.cascade is not None:
         raise ValueError("cascade: trains in one process; start it without torchrun")
+    if world > 1 and args.latent is not None:
+        raise ValueError("latent: trains in one process; start it without torchrun")
     parts = world * args.grad_accum
     if kind == 'images' and args.resume is None and args.batch_size % parts:
         raise ValueError(f"batch-size: the global batch is split over {world} rank{'s' * (world > 1)} x "
@@ -791,16 +973,19 @@ def _rank_threads(n: int | None) -> int | None:
 def train(args: argparse.Namespace) -> dict:
     "The `train` job, for images or 2-D data; writes metrics.json and returns the metrics."
     kind = 'images' if args.dataset in DATASETS else 'points'
-    _check_guidance(kind, args.guidance, args.resume, args.cascade)
+    _check_guidance(kind, args.guidance, args.resume, args.cascade, args.latent)
+    _check_latent_options(args)
     for k, v in (IMAGE_DEFAULTS if kind == 'images' else POINT_DEFAULTS).items():  # n_train: None for images
         if getattr(args, k) is None: setattr(args, k, v)
     launch = _launch(args, kind)                                  # joins a torchrun launch, if any
     args.launch, device = launch, launch.device
-    out = os.path.abspath(args.out or os.path.join('runs', args.dataset + ('-cascade' if args.cascade else '')))
+    suffix = '-cascade' if args.cascade else '-latent' if args.latent else ''
+    out = os.path.abspath(args.out or os.path.join('runs', args.dataset + suffix))
     start, new = time.time(), not os.path.exists(out)
     try:
         with _run_lock(out, launch):              # one run per folder; a killed run's lock is taken over
-            job = train_points if kind == 'points' else train_cascade if args.cascade else train_images
+            job = (train_points if kind == 'points' else train_cascade if args.cascade else
+                   train_latent if args.latent else train_images)
             metrics = job(args, out, device)
             if metrics is None: return None                   # a rank other than 0: its work is done
             metrics['wall_seconds'] = round(time.time() - start, 1)

@@ -6,10 +6,10 @@
 __all__ = ['LATENT_CONFIGS', 'LATENT_KIND', 'gaussian_kl', 'gaussian_nll', 'vae_loss', 'vae_objective', 'LinearVAE',
            'ppca_solution', 'encode_latents', 'latent_scale', 'decode_latents', 'latent_mixture', 'OracleLatentEps',
            'AutoencoderConfig', 'AutoencoderBlock', 'Autoencoder', 'check_latent_fit', 'LatentConfig',
-           'autoencoder_fingerprint', 'latent_meta', 'LatentDiffusion', 'autoencoder_meta', 'load_autoencoder',
-           'load_latent', 'save_latent_diffusion', 'load_latent_diffusion']
+           'autoencoder_fingerprint', 'latent_meta', 'LatentDiffusion', 'check_latent_belongs', 'autoencoder_meta',
+           'load_autoencoder', 'load_latent', 'save_latent_diffusion', 'load_latent_diffusion']
 
-# %% ../nbs/18_latent.ipynb #edd7cab0
+# %% ../nbs/18_latent.ipynb #95ba6844
 import hashlib, math, os
 from dataclasses import dataclass, asdict, replace
 import torch
@@ -23,7 +23,7 @@ from .train import SAMPLERS, CHECKPOINT_KIND, checkpoint_weights, load_model
 from .guidance import ClassifierFreeGuidance
 from .cascade import ConditionalMixture
 
-# %% ../nbs/18_latent.ipynb #6fca78cf
+# %% ../nbs/18_latent.ipynb #90a5c0f2
 def gaussian_kl(mean: torch.Tensor, # mu, shape (B, ...)
                 log_var: torch.Tensor, # log sigma^2, the shape of mean
                ) -> torch.Tensor: # (B,): one divergence per example
@@ -39,13 +39,13 @@ def gaussian_nll(x: torch.Tensor, # data, shape (B, ...)
     sq = (x - mean).pow(2).flatten(1).sum(1)
     return 0.5 * (sq / log_sigma2.exp() + n * (log_sigma2 + math.log(2 * math.pi)))
 
-# %% ../nbs/18_latent.ipynb #65d281de
+# %% ../nbs/18_latent.ipynb #6bd461e4
 def _check_weight(v, name):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
         raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
     return float(v)
 
-# %% ../nbs/18_latent.ipynb #17d96e01
+# %% ../nbs/18_latent.ipynb #8603e857
 def vae_loss(model: nn.Module, # an autoencoder: encode(x) -> (mu, log_var), decode(z), log_sigma2
              x: torch.Tensor, # (B, ...) data
              *,
@@ -73,7 +73,7 @@ def vae_objective(kl_weight: float = 1.0, perceptual=None, perceptual_weight: fl
                         perceptual_weight=perceptual_weight, generator=generator)
     return loss_fn
 
-# %% ../nbs/18_latent.ipynb #bc99683f
+# %% ../nbs/18_latent.ipynb #97b658c0
 class LinearVAE(nn.Module):
     "mu(x) = A x + a, log sigma^2 = v (a constant), D(z) = W z + b, sigma_x^2 learned: PPCA's family."
     def __init__(self,
@@ -91,7 +91,7 @@ class LinearVAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor: return self.decoder(z)
 
-# %% ../nbs/18_latent.ipynb #e19f7069
+# %% ../nbs/18_latent.ipynb #ca9a7d37
 def ppca_solution(S: torch.Tensor, # (n, n) sample covariance of the data
                   q: int, # latent dimension, 1 <= q < n
                  ) -> tuple[torch.Tensor, torch.Tensor]: # W (n, q) at R = I, sigma^2 ()
@@ -101,7 +101,7 @@ def ppca_solution(S: torch.Tensor, # (n, n) sample covariance of the data
     sigma2 = lam[q:].mean()
     return U[:, :q] * (lam[:q] - sigma2).clamp(min=0).sqrt(), sigma2
 
-# %% ../nbs/18_latent.ipynb #ac0cfdf9
+# %% ../nbs/18_latent.ipynb #711a42b2
 def _batches(fn, x, batch_size):
     "fn over `x` in slices of `batch_size`, concatenated."
     return torch.cat([fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
@@ -112,7 +112,7 @@ def _draw(autoencoder, x, generator):
     xi = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
     return mean + (0.5 * log_var).exp() * xi
 
-# %% ../nbs/18_latent.ipynb #e095eb06
+# %% ../nbs/18_latent.ipynb #ca162225
 @torch.no_grad()
 def encode_latents(autoencoder: nn.Module, # encode(x) -> (mu, log_var), decode(z)
                    images: torch.Tensor, # (N, ...) data, e.g. images in [-1, 1]
@@ -136,7 +136,7 @@ def decode_latents(autoencoder: nn.Module, z: torch.Tensor, scale: float = 1.0, 
     x = _batches(autoencoder.decode, z / scale, batch_size)
     return x.clamp(-1, 1) if clip else x
 
-# %% ../nbs/18_latent.ipynb #0f73da33
+# %% ../nbs/18_latent.ipynb #022dc271
 def latent_mixture(mixture: GaussianMixture, # p(x): the data distribution
                    vae: LinearVAE, # its encoder mu(x) = A x + a, log sigma^2 = v
                    scale: float = 1.0, # the latent scale s
@@ -149,7 +149,7 @@ def latent_mixture(mixture: GaussianMixture, # p(x): the data distribution
     covariances = scale ** 2 * (A @ Sigma @ A.T + torch.diag(var))                          # (K, q, q)
     return ConditionalMixture(mixture.weights.double().log()[None], means[None], covariances)
 
-# %% ../nbs/18_latent.ipynb #fcb6f5f1
+# %% ../nbs/18_latent.ipynb #8a8e2d6e
 class OracleLatentEps(nn.Module):
     "The exact E[eps | z_t] of a discrete-time diffusion model of a Gaussian-mixture latent."
     def __init__(self, latents: ConditionalMixture, schedule: NoiseSchedule):
@@ -164,7 +164,7 @@ class OracleLatentEps(nn.Module):
             eps[rows] = self.latents.eps_star(z_t[rows].cpu().double(), alpha_bar[ti].item())
         return eps.to(z_t)
 
-# %% ../nbs/18_latent.ipynb #edba41a6
+# %% ../nbs/18_latent.ipynb #7cd16eb9
 def _check_autoencoder_config(c):
     for name in ('in_channels', 'image_size', 'latent_channels', 'base_channels', 'norm_groups'):
         v = getattr(c, name)
@@ -178,7 +178,7 @@ def _check_autoencoder_config(c):
         raise ValueError(f"image_size: expected a multiple of the factor f = {c.factor} "
                          f"(2 ** (len(channel_mult) - 1)), got {c.image_size}")
 
-# %% ../nbs/18_latent.ipynb #212c1065
+# %% ../nbs/18_latent.ipynb #6bf63332
 @dataclass(frozen=True)
 class AutoencoderConfig:
     "Shape of an `Autoencoder`; validated on construction."
@@ -196,7 +196,7 @@ class AutoencoderConfig:
     def latent_shape(self) -> tuple:
         return (self.latent_channels, self.image_size // self.factor, self.image_size // self.factor)
 
-# %% ../nbs/18_latent.ipynb #a987900b
+# %% ../nbs/18_latent.ipynb #d2039e70
 class AutoencoderBlock(nn.Module):
     "x + conv(SiLU(GN(conv(SiLU(GN(x)))))): a residual block without a time embedding."
     def __init__(self, c_in: int, c_out: int, norm_groups: int):
@@ -207,7 +207,7 @@ class AutoencoderBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.skip(x) + self.body(x)
 
-# %% ../nbs/18_latent.ipynb #5e3a0ef0
+# %% ../nbs/18_latent.ipynb #e1d755bb
 def _check_shape(x, shape, name):
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4 or tuple(x.shape[1:]) != shape:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -231,7 +231,7 @@ def _decoder(c: AutoencoderConfig) -> nn.Sequential:
     return nn.Sequential(*layers, group_norm(widths[-1], c.norm_groups), nn.SiLU(),
                          nn.Conv2d(widths[-1], c.in_channels, 3, padding=1))
 
-# %% ../nbs/18_latent.ipynb #eaac3512
+# %% ../nbs/18_latent.ipynb #f5aec713
 class Autoencoder(nn.Module):
     "The KL-regularised autoencoder: q(z | x) = N(mu(x), diag sigma^2(x)), p(x | z) = N(D(z), sigma_x^2 I)."
     def __init__(self, config: AutoencoderConfig = AutoencoderConfig()):
@@ -252,7 +252,7 @@ class Autoencoder(nn.Module):
         _check_shape(z, self.config.latent_shape, 'z')
         return self.decoder(z)
 
-# %% ../nbs/18_latent.ipynb #31a85b77
+# %% ../nbs/18_latent.ipynb #bfbf6b6b
 def check_latent_fit(autoencoder: AutoencoderConfig, # the autoencoder whose latents the U-Net models
                      unet: UNetConfig, # the latent diffusion model's shape
                     ) -> None:
@@ -263,18 +263,16 @@ def check_latent_fit(autoencoder: AutoencoderConfig, # the autoencoder whose lat
                          f"{autoencoder.latent_shape} (and learn_variance False), got in_channels = "
                          f"{unet.in_channels}, image_size = {unet.image_size}, learn_variance = {unet.learn_variance}")
 
-# %% ../nbs/18_latent.ipynb #663a362c
+# %% ../nbs/18_latent.ipynb #5a64005e
 @dataclass(frozen=True)
 class LatentConfig:
     "An autoencoder, the U-Net of its latents and how to train the autoencoder; validated on construction."
     autoencoder: AutoencoderConfig
     unet: UNetConfig
     kl_weight: float = 1e-6           # beta of the autoencoder's loss
-    perceptual_weight: float = 0.0    # lambda of its perceptual term (0: none)
 
     def __post_init__(self):
-        check_latent_fit(self.autoencoder, self.unet)
-        _check_weight(self.kl_weight, 'kl_weight'); _check_weight(self.perceptual_weight, 'perceptual_weight')
+        check_latent_fit(self.autoencoder, self.unet); _check_weight(self.kl_weight, 'kl_weight')
 
 LATENT_CONFIGS = {
     'digits': LatentConfig(AutoencoderConfig(),
@@ -287,7 +285,7 @@ LATENT_CONFIGS = {
                                        norm_groups=32)),
 }
 
-# %% ../nbs/18_latent.ipynb #0eb31556
+# %% ../nbs/18_latent.ipynb #7e9be539
 def autoencoder_fingerprint(autoencoder: nn.Module) -> str:
     "SHA-256 of the autoencoder's state (names and float32 values): which autoencoder a latent model belongs to."
     h = hashlib.sha256()
@@ -299,7 +297,7 @@ def latent_meta(autoencoder: Autoencoder, scale: float) -> dict:
     "What a latent model's checkpoint records: its autoencoder's fingerprint, and the scale."
     return dict(autoencoder=autoencoder_fingerprint(autoencoder), latent_scale=float(scale))
 
-# %% ../nbs/18_latent.ipynb #92615509
+# %% ../nbs/18_latent.ipynb #fd64541c
 @dataclass
 class LatentDiffusion:
     "An autoencoder, the scale 1 / sigma_z and an eps-model of the scaled latents."
@@ -322,20 +320,24 @@ class LatentDiffusion:
                                y=labels, generator=generator)
         return decode_latents(self.autoencoder, z0, self.scale)
 
-# %% ../nbs/18_latent.ipynb #e107a868
+# %% ../nbs/18_latent.ipynb #a97bf454
 def _autoencoder_weights(ckpt, where):
     if not isinstance(ckpt, dict) or ckpt.get('kind') != CHECKPOINT_KIND or 'autoencoder_config' not in ckpt.get('meta', {}):
         raise ValueError(f"{where}: not a checkpoint of an autoencoder written by the trainer")
     return AutoencoderConfig(**ckpt['meta']['autoencoder_config']), checkpoint_weights(ckpt)
 
-def _check_belongs(meta, autoencoder, where):
+def check_latent_belongs(meta: dict, # a latent model's checkpoint meta (or a latent.pt file)
+                         autoencoder: nn.Module, # the autoencoder it is to be used with
+                         where: str, # the file, for the message
+                        ) -> None:
+    "Refuse (ValueError) an autoencoder other than the one whose latents the model was trained on."
     want, have = meta.get('autoencoder'), autoencoder_fingerprint(autoencoder)
     if want is None: raise ValueError(f"{where}: not a latent model (its checkpoint names no autoencoder)")
     if want != have:
         raise ValueError(f"autoencoder: the latent model in {where} was trained on the latents of autoencoder "
                          f"{want}; this one is {have}")
 
-# %% ../nbs/18_latent.ipynb #9693b073
+# %% ../nbs/18_latent.ipynb #cc973fd7
 def autoencoder_meta(autoencoder: Autoencoder) -> dict:
     "What an autoencoder's trainer checkpoint records to be rebuilt: its configuration."
     return dict(autoencoder_config=asdict(autoencoder.config))
@@ -353,13 +355,13 @@ def load_latent(path: str | os.PathLike, # the trainer's checkpoint of a latent 
                 device: str | torch.device | None = None) -> LatentDiffusion:
     "A `LatentDiffusion` from a latent model's checkpoint and its autoencoder (checked by fingerprint)."
     model, schedule, meta = load_model(path, device)
-    _check_belongs(meta, autoencoder, os.fspath(path))
+    check_latent_belongs(meta, autoencoder, os.fspath(path))
     return LatentDiffusion(autoencoder.to(schedule.betas.device).eval(), model, schedule, meta['latent_scale'])
 
-# %% ../nbs/18_latent.ipynb #153f3c67
+# %% ../nbs/18_latent.ipynb #5e4e0205
 LATENT_KIND = 'diffusion_nb.latent/1'
 
-# %% ../nbs/18_latent.ipynb #1c92b75c
+# %% ../nbs/18_latent.ipynb #182290a7
 def save_latent_diffusion(path: str | os.PathLike, # the file to write, e.g. `<run>/latent.pt`
                           ld: LatentDiffusion, # with a UNet as its model
                           meta: dict | None = None, # plain values to keep with it (e.g. the dataset's name)
@@ -382,7 +384,7 @@ def load_latent_diffusion(path: str | os.PathLike, device: str | torch.device | 
         raise ValueError(f"path: {os.fspath(path)!r} is not a latent diffusion file (kind {LATENT_KIND!r})")
     autoencoder = Autoencoder(AutoencoderConfig(**ckpt['autoencoder_config']))
     autoencoder.load_state_dict(ckpt['autoencoder_state'])
-    _check_belongs(ckpt, autoencoder, os.fspath(path))                          # the file is whole
+    check_latent_belongs(ckpt, autoencoder, os.fspath(path))                          # the file is whole
     model = UNet(UNetConfig(**ckpt['unet_config'])); model.load_state_dict(ckpt['model'])
     ld = LatentDiffusion(autoencoder.to(device).eval(), model.to(device).eval(),
                          NoiseSchedule(ckpt['betas'].double()).to(device), ckpt['latent_scale'])
