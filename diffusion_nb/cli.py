@@ -512,10 +512,10 @@ def sample(args: argparse.Namespace) -> str:
     "The `sample` job: images from a checkpoint; returns the path written."
     _check_out_file(args.out)
     device = get_device(args.device)
-    if load_checkpoint(args.checkpoint).get('kind') == CASCADE_KIND: return _sample_cascade(args, device)
+    kind = load_checkpoint(args.checkpoint).get('kind')
+    if kind == CASCADE_KIND: return _sample_cascade(args, device)
     if args.level is not None: raise ValueError("level: only for a cascade (cascade.pt of a --cascade run)")
-    if load_checkpoint(args.checkpoint).get('kind') == LATENT_KIND or args.autoencoder is not None:
-        return _sample_latent(args, device)
+    if kind == LATENT_KIND or args.autoencoder is not None: return _sample_latent(args, device, kind)
     model, schedule, info = load_model(args.checkpoint, device=device, build=_single_stage)
     _check_sample_steps(args.steps, schedule.T)
     noisy = None if args.classifier is None else load_noisy_classifier(args.classifier, schedule, device)
@@ -780,11 +780,11 @@ def train_latent(args: argparse.Namespace, out: str, device: torch.device) -> di
     return metrics
 
 # %% ../nbs/90_cli.ipynb #111da4f1
-def _sample_latent(args: argparse.Namespace, device: torch.device) -> str:
+def _sample_latent(args: argparse.Namespace, device: torch.device, kind: str) -> str:
     "`sample` of a latent model: latent.pt, or a latent checkpoint with --autoencoder; decoded images."
     if args.guidance == 'classifier' or args.classifier is not None:
         raise ValueError("guidance: a latent model samples with 'none' or 'classifier-free' guidance")
-    if load_checkpoint(args.checkpoint).get('kind') == LATENT_KIND:
+    if kind == LATENT_KIND:
         if args.autoencoder is not None:
             raise ValueError("autoencoder: not with latent.pt, which holds its own autoencoder")
         ld, _ = load_latent_diffusion(args.checkpoint, device)

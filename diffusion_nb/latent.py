@@ -9,11 +9,10 @@ __all__ = ['LATENT_CONFIGS', 'LATENT_KIND', 'gaussian_kl', 'gaussian_nll', 'vae_
            'autoencoder_fingerprint', 'latent_meta', 'LatentDiffusion', 'check_latent_belongs', 'autoencoder_meta',
            'load_autoencoder', 'load_latent', 'save_latent_diffusion', 'load_latent_diffusion']
 
-# %% ../nbs/18_latent.ipynb #95ba6844
+# %% ../nbs/18_latent.ipynb #244d213f
 import hashlib, math, os
-from dataclasses import dataclass, asdict, replace
+from dataclasses import dataclass, asdict
 import torch
-import torch.nn.functional as F
 from torch import nn
 from .core import make_generator, save_checkpoint, load_checkpoint
 from .data import GaussianMixture
@@ -23,7 +22,7 @@ from .train import SAMPLERS, CHECKPOINT_KIND, checkpoint_weights, load_model
 from .guidance import ClassifierFreeGuidance
 from .cascade import ConditionalMixture
 
-# %% ../nbs/18_latent.ipynb #90a5c0f2
+# %% ../nbs/18_latent.ipynb #998be120
 def gaussian_kl(mean: torch.Tensor, # mu, shape (B, ...)
                 log_var: torch.Tensor, # log sigma^2, the shape of mean
                ) -> torch.Tensor: # (B,): one divergence per example
@@ -39,13 +38,13 @@ def gaussian_nll(x: torch.Tensor, # data, shape (B, ...)
     sq = (x - mean).pow(2).flatten(1).sum(1)
     return 0.5 * (sq / log_sigma2.exp() + n * (log_sigma2 + math.log(2 * math.pi)))
 
-# %% ../nbs/18_latent.ipynb #6bd461e4
+# %% ../nbs/18_latent.ipynb #ac8429c9
 def _check_weight(v, name):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
         raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
     return float(v)
 
-# %% ../nbs/18_latent.ipynb #8603e857
+# %% ../nbs/18_latent.ipynb #56805526
 def vae_loss(model: nn.Module, # an autoencoder: encode(x) -> (mu, log_var), decode(z), log_sigma2
              x: torch.Tensor, # (B, ...) data
              *,
@@ -55,7 +54,7 @@ def vae_loss(model: nn.Module, # an autoencoder: encode(x) -> (mu, log_var), dec
              generator: torch.Generator | None = None, # draws xi of z = mu + sigma xi; on x's device
             ) -> torch.Tensor:
     "L_VAE per value of x, averaged over the batch: Gaussian decoder NLL + beta KL (+ lambda perceptual)."
-    kl_weight, perceptual_weight = _check_weight(kl_weight, 'kl_weight'), _check_weight(perceptual_weight, 'perceptual_weight')
+    _check_weight(kl_weight, 'kl_weight'); _check_weight(perceptual_weight, 'perceptual_weight')
     mean, log_var = model.encode(x)
     xi = torch.randn(mean.shape, generator=generator, device=x.device, dtype=mean.dtype)
     z = mean + (0.5 * log_var).exp() * xi                                           # reparameterisation
@@ -66,14 +65,14 @@ def vae_loss(model: nn.Module, # an autoencoder: encode(x) -> (mu, log_var), dec
     return loss.mean() / x[0].numel()
 
 def vae_objective(kl_weight: float = 1.0, perceptual=None, perceptual_weight: float = 0.0):
-    "`vae_loss` with these weights, as the trainer's loss_fn(model, schedule, x0, y, generator) (no schedule)."
+    "`vae_loss` with these weights as the trainer's loss_fn(model, schedule, x0, y, generator); no schedule."
     _check_weight(kl_weight, 'kl_weight'); _check_weight(perceptual_weight, 'perceptual_weight')
     def loss_fn(model, schedule, x0, y=None, generator=None):
         return vae_loss(model, x0, kl_weight=kl_weight, perceptual=perceptual,
                         perceptual_weight=perceptual_weight, generator=generator)
     return loss_fn
 
-# %% ../nbs/18_latent.ipynb #97b658c0
+# %% ../nbs/18_latent.ipynb #9df65b0d
 class LinearVAE(nn.Module):
     "mu(x) = A x + a, log sigma^2 = v (a constant), D(z) = W z + b, sigma_x^2 learned: PPCA's family."
     def __init__(self,
@@ -91,17 +90,17 @@ class LinearVAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor: return self.decoder(z)
 
-# %% ../nbs/18_latent.ipynb #ca9a7d37
+# %% ../nbs/18_latent.ipynb #258dff3c
 def ppca_solution(S: torch.Tensor, # (n, n) sample covariance of the data
                   q: int, # latent dimension, 1 <= q < n
                  ) -> tuple[torch.Tensor, torch.Tensor]: # W (n, q) at R = I, sigma^2 ()
-    "Tipping & Bishop's maximum-likelihood PPCA: W = U_q (Lambda_q - sigma^2)^1/2, sigma^2 = mean discarded eigenvalue."
+    "Maximum-likelihood PPCA (Tipping & Bishop): W = U_q (Lambda_q - sigma^2)^1/2, sigma^2 = mean of the rest"
     lam, U = torch.linalg.eigh(S.double())
     lam, U = lam.flip(0), U.flip(1)                                                  # decreasing
     sigma2 = lam[q:].mean()
     return U[:, :q] * (lam[:q] - sigma2).clamp(min=0).sqrt(), sigma2
 
-# %% ../nbs/18_latent.ipynb #711a42b2
+# %% ../nbs/18_latent.ipynb #1215a5f3
 def _batches(fn, x, batch_size):
     "fn over `x` in slices of `batch_size`, concatenated."
     return torch.cat([fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
@@ -112,7 +111,7 @@ def _draw(autoencoder, x, generator):
     xi = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
     return mean + (0.5 * log_var).exp() * xi
 
-# %% ../nbs/18_latent.ipynb #ca162225
+# %% ../nbs/18_latent.ipynb #a7093632
 @torch.no_grad()
 def encode_latents(autoencoder: nn.Module, # encode(x) -> (mu, log_var), decode(z)
                    images: torch.Tensor, # (N, ...) data, e.g. images in [-1, 1]
@@ -136,7 +135,7 @@ def decode_latents(autoencoder: nn.Module, z: torch.Tensor, scale: float = 1.0, 
     x = _batches(autoencoder.decode, z / scale, batch_size)
     return x.clamp(-1, 1) if clip else x
 
-# %% ../nbs/18_latent.ipynb #022dc271
+# %% ../nbs/18_latent.ipynb #68848857
 def latent_mixture(mixture: GaussianMixture, # p(x): the data distribution
                    vae: LinearVAE, # its encoder mu(x) = A x + a, log sigma^2 = v
                    scale: float = 1.0, # the latent scale s
@@ -149,7 +148,7 @@ def latent_mixture(mixture: GaussianMixture, # p(x): the data distribution
     covariances = scale ** 2 * (A @ Sigma @ A.T + torch.diag(var))                          # (K, q, q)
     return ConditionalMixture(mixture.weights.double().log()[None], means[None], covariances)
 
-# %% ../nbs/18_latent.ipynb #8a8e2d6e
+# %% ../nbs/18_latent.ipynb #2f89d1e3
 class OracleLatentEps(nn.Module):
     "The exact E[eps | z_t] of a discrete-time diffusion model of a Gaussian-mixture latent."
     def __init__(self, latents: ConditionalMixture, schedule: NoiseSchedule):
@@ -164,7 +163,7 @@ class OracleLatentEps(nn.Module):
             eps[rows] = self.latents.eps_star(z_t[rows].cpu().double(), alpha_bar[ti].item())
         return eps.to(z_t)
 
-# %% ../nbs/18_latent.ipynb #7cd16eb9
+# %% ../nbs/18_latent.ipynb #6de5aa38
 def _check_autoencoder_config(c):
     for name in ('in_channels', 'image_size', 'latent_channels', 'base_channels', 'norm_groups'):
         v = getattr(c, name)
@@ -172,13 +171,14 @@ def _check_autoencoder_config(c):
             raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
     mult = tuple(c.channel_mult)
     if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
-        raise ValueError(f"channel_mult: expected a non-empty sequence of integers >= 1, got {c.channel_mult!r}")
+        raise ValueError(f"channel_mult: expected a non-empty sequence of integers >= 1, "
+                         f"got {c.channel_mult!r}")
     object.__setattr__(c, 'channel_mult', mult)
     if c.image_size % c.factor:
         raise ValueError(f"image_size: expected a multiple of the factor f = {c.factor} "
                          f"(2 ** (len(channel_mult) - 1)), got {c.image_size}")
 
-# %% ../nbs/18_latent.ipynb #6bf63332
+# %% ../nbs/18_latent.ipynb #c4ba8b4e
 @dataclass(frozen=True)
 class AutoencoderConfig:
     "Shape of an `Autoencoder`; validated on construction."
@@ -196,22 +196,25 @@ class AutoencoderConfig:
     def latent_shape(self) -> tuple:
         return (self.latent_channels, self.image_size // self.factor, self.image_size // self.factor)
 
-# %% ../nbs/18_latent.ipynb #d2039e70
+# %% ../nbs/18_latent.ipynb #c41a5378
 class AutoencoderBlock(nn.Module):
     "x + conv(SiLU(GN(conv(SiLU(GN(x)))))): a residual block without a time embedding."
     def __init__(self, c_in: int, c_out: int, norm_groups: int):
         super().__init__()
-        self.body = nn.Sequential(group_norm(c_in, norm_groups), nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1),
-                                  group_norm(c_out, norm_groups), nn.SiLU(), nn.Conv2d(c_out, c_out, 3, padding=1))
+        self.body = nn.Sequential(
+            group_norm(c_in, norm_groups), nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1),
+            group_norm(c_out, norm_groups), nn.SiLU(), nn.Conv2d(c_out, c_out, 3, padding=1))
         self.skip = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.skip(x) + self.body(x)
 
-# %% ../nbs/18_latent.ipynb #e1d755bb
+# %% ../nbs/18_latent.ipynb #66f2cddd
 def _check_shape(x, shape, name):
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4 or tuple(x.shape[1:]) != shape:
-        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{name}: expected a float tensor of shape (B, {', '.join(map(str, shape))}), got {got}")
+    tensor = isinstance(x, torch.Tensor)
+    if not tensor or not x.is_floating_point() or x.ndim != 4 or tuple(x.shape[1:]) != shape:
+        got = tuple(x.shape) if tensor else type(x).__name__
+        raise ValueError(f"{name}: expected a float tensor of shape (B, {', '.join(map(str, shape))}), "
+                         f"got {got}")
 
 def _encoder(c: AutoencoderConfig) -> nn.Sequential:
     widths = [c.base_channels * m for m in c.channel_mult]
@@ -220,18 +223,19 @@ def _encoder(c: AutoencoderConfig) -> nn.Sequential:
         layers.append(AutoencoderBlock(widths[max(i - 1, 0)], w, c.norm_groups))
         if i < len(widths) - 1: layers.append(nn.Conv2d(w, w, 3, stride=2, padding=1))      # H -> H / 2
     return nn.Sequential(*layers, group_norm(widths[-1], c.norm_groups), nn.SiLU(),
-                         nn.Conv2d(widths[-1], 2 * c.latent_channels, 3, padding=1))           # mu, log sigma^2
+                         nn.Conv2d(widths[-1], 2 * c.latent_channels, 3, padding=1))   # mu, log sigma^2
 
 def _decoder(c: AutoencoderConfig) -> nn.Sequential:
     widths = [c.base_channels * m for m in c.channel_mult][::-1]
     layers = [nn.Conv2d(c.latent_channels, widths[0], 3, padding=1)]
     for i, w in enumerate(widths):
         layers.append(AutoencoderBlock(widths[max(i - 1, 0)], w, c.norm_groups))
-        if i < len(widths) - 1: layers += [nn.Upsample(scale_factor=2, mode='nearest'), nn.Conv2d(w, w, 3, padding=1)]
+        if i < len(widths) - 1:                                                         # H -> 2 H
+            layers += [nn.Upsample(scale_factor=2, mode='nearest'), nn.Conv2d(w, w, 3, padding=1)]
     return nn.Sequential(*layers, group_norm(widths[-1], c.norm_groups), nn.SiLU(),
                          nn.Conv2d(widths[-1], c.in_channels, 3, padding=1))
 
-# %% ../nbs/18_latent.ipynb #f5aec713
+# %% ../nbs/18_latent.ipynb #f935c965
 class Autoencoder(nn.Module):
     "The KL-regularised autoencoder: q(z | x) = N(mu(x), diag sigma^2(x)), p(x | z) = N(D(z), sigma_x^2 I)."
     def __init__(self, config: AutoencoderConfig = AutoencoderConfig()):
@@ -242,7 +246,7 @@ class Autoencoder(nn.Module):
         self.encoder, self.decoder = _encoder(config), _decoder(config)
         self.log_sigma2 = nn.Parameter(torch.tensor(math.log(0.01)))                   # log sigma_x^2
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: # mu, log sigma^2: (B, c, H/f, W/f)
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: # mu, log sigma^2 (B, c, h, w)
         c = self.config
         _check_shape(x, (c.in_channels, c.image_size, c.image_size), 'x')
         mean, log_var = self.encoder(x).chunk(2, dim=1)
@@ -252,18 +256,19 @@ class Autoencoder(nn.Module):
         _check_shape(z, self.config.latent_shape, 'z')
         return self.decoder(z)
 
-# %% ../nbs/18_latent.ipynb #bfbf6b6b
+# %% ../nbs/18_latent.ipynb #280d186f
 def check_latent_fit(autoencoder: AutoencoderConfig, # the autoencoder whose latents the U-Net models
                      unet: UNetConfig, # the latent diffusion model's shape
                     ) -> None:
-    "Refuse (ValueError naming the U-Net's fields) a U-Net whose input is not the autoencoder's latent (c, h, w)."
+    "Refuse (ValueError naming the U-Net's fields) a U-Net whose input is not the latent (c, h, w)."
     c, h, _ = autoencoder.latent_shape
     if (unet.in_channels, unet.image_size) != (c, h) or unet.learn_variance:
-        raise ValueError(f"unet: expected in_channels = {c} and image_size = {h} to model the autoencoder's latents "
-                         f"{autoencoder.latent_shape} (and learn_variance False), got in_channels = "
-                         f"{unet.in_channels}, image_size = {unet.image_size}, learn_variance = {unet.learn_variance}")
+        raise ValueError(f"unet: expected in_channels = {c} and image_size = {h} to model the autoencoder's "
+                         f"latents {autoencoder.latent_shape} (and learn_variance False), got in_channels = "
+                         f"{unet.in_channels}, image_size = {unet.image_size}, "
+                         f"learn_variance = {unet.learn_variance}")
 
-# %% ../nbs/18_latent.ipynb #5a64005e
+# %% ../nbs/18_latent.ipynb #46dcf3fc
 @dataclass(frozen=True)
 class LatentConfig:
     "An autoencoder, the U-Net of its latents and how to train the autoencoder; validated on construction."
@@ -277,17 +282,17 @@ class LatentConfig:
 LATENT_CONFIGS = {
     'digits': LatentConfig(AutoencoderConfig(),
                            UNetConfig(in_channels=4, image_size=7, base_channels=64, channel_mult=(1,),
-                                      num_res_blocks=2, attention_resolutions=(7,), num_heads=4, dropout=0.0,
+                                      num_res_blocks=1, attention_resolutions=(7,), num_heads=4, dropout=0.0,
                                       norm_groups=8)),
     'cifar10': LatentConfig(AutoencoderConfig(in_channels=3, image_size=32, base_channels=32),
                             UNetConfig(in_channels=4, image_size=8, base_channels=128, channel_mult=(1, 2),
-                                       num_res_blocks=2, attention_resolutions=(8, 4), num_heads=4, dropout=0.1,
-                                       norm_groups=32)),
+                                       num_res_blocks=2, attention_resolutions=(8, 4), num_heads=4,
+                                       dropout=0.1, norm_groups=32)),
 }
 
-# %% ../nbs/18_latent.ipynb #7e9be539
+# %% ../nbs/18_latent.ipynb #2de70e9e
 def autoencoder_fingerprint(autoencoder: nn.Module) -> str:
-    "SHA-256 of the autoencoder's state (names and float32 values): which autoencoder a latent model belongs to."
+    "SHA-256 of the autoencoder's state (names, float32 values): the autoencoder a latent model belongs to."
     h = hashlib.sha256()
     for k, v in sorted(autoencoder.state_dict().items()):
         h.update(k.encode()); h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
@@ -297,7 +302,7 @@ def latent_meta(autoencoder: Autoencoder, scale: float) -> dict:
     "What a latent model's checkpoint records: its autoencoder's fingerprint, and the scale."
     return dict(autoencoder=autoencoder_fingerprint(autoencoder), latent_scale=float(scale))
 
-# %% ../nbs/18_latent.ipynb #fd64541c
+# %% ../nbs/18_latent.ipynb #0018fe82
 @dataclass
 class LatentDiffusion:
     "An autoencoder, the scale 1 / sigma_z and an eps-model of the scaled latents."
@@ -314,15 +319,17 @@ class LatentDiffusion:
     def sample(self, n: int, *, labels: torch.Tensor | None = None, sampler: str = 'dpmpp', steps: int = 20,
                guidance_scale: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         "n images D(z_0 / scale), z_0 drawn by `sampler` in `steps` model calls (guided if `guidance_scale`)."
-        if sampler not in SAMPLERS: raise ValueError(f"sampler: expected one of {tuple(SAMPLERS)}, got {sampler!r}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler: expected one of {tuple(SAMPLERS)}, got {sampler!r}")
         model = self.model if guidance_scale is None else ClassifierFreeGuidance(self.model, guidance_scale)
         z0 = SAMPLERS[sampler](model, self.schedule, (n, *self.autoencoder.config.latent_shape), steps=steps,
                                y=labels, generator=generator)
         return decode_latents(self.autoencoder, z0, self.scale)
 
-# %% ../nbs/18_latent.ipynb #a97bf454
+# %% ../nbs/18_latent.ipynb #e1bb0610
 def _autoencoder_weights(ckpt, where):
-    if not isinstance(ckpt, dict) or ckpt.get('kind') != CHECKPOINT_KIND or 'autoencoder_config' not in ckpt.get('meta', {}):
+    trainer_file = isinstance(ckpt, dict) and ckpt.get('kind') == CHECKPOINT_KIND
+    if not trainer_file or 'autoencoder_config' not in ckpt.get('meta', {}):
         raise ValueError(f"{where}: not a checkpoint of an autoencoder written by the trainer")
     return AutoencoderConfig(**ckpt['meta']['autoencoder_config']), checkpoint_weights(ckpt)
 
@@ -334,10 +341,10 @@ def check_latent_belongs(meta: dict, # a latent model's checkpoint meta (or a la
     want, have = meta.get('autoencoder'), autoencoder_fingerprint(autoencoder)
     if want is None: raise ValueError(f"{where}: not a latent model (its checkpoint names no autoencoder)")
     if want != have:
-        raise ValueError(f"autoencoder: the latent model in {where} was trained on the latents of autoencoder "
-                         f"{want}; this one is {have}")
+        raise ValueError(f"autoencoder: the latent model in {where} was trained on the latents of "
+                         f"autoencoder {want}; this one is {have}")
 
-# %% ../nbs/18_latent.ipynb #cc973fd7
+# %% ../nbs/18_latent.ipynb #06e3ac6d
 def autoencoder_meta(autoencoder: Autoencoder) -> dict:
     "What an autoencoder's trainer checkpoint records to be rebuilt: its configuration."
     return dict(autoencoder_config=asdict(autoencoder.config))
@@ -356,19 +363,21 @@ def load_latent(path: str | os.PathLike, # the trainer's checkpoint of a latent 
     "A `LatentDiffusion` from a latent model's checkpoint and its autoencoder (checked by fingerprint)."
     model, schedule, meta = load_model(path, device)
     check_latent_belongs(meta, autoencoder, os.fspath(path))
-    return LatentDiffusion(autoencoder.to(schedule.betas.device).eval(), model, schedule, meta['latent_scale'])
+    autoencoder = autoencoder.to(schedule.betas.device).eval()
+    return LatentDiffusion(autoencoder, model, schedule, meta['latent_scale'])
 
-# %% ../nbs/18_latent.ipynb #5e4e0205
+# %% ../nbs/18_latent.ipynb #3d7a9a36
 LATENT_KIND = 'diffusion_nb.latent/1'
 
-# %% ../nbs/18_latent.ipynb #182290a7
+# %% ../nbs/18_latent.ipynb #71a4ddf9
 def save_latent_diffusion(path: str | os.PathLike, # the file to write, e.g. `<run>/latent.pt`
                           ld: LatentDiffusion, # with a UNet as its model
                           meta: dict | None = None, # plain values to keep with it (e.g. the dataset's name)
                          ) -> None:
     "Write the autoencoder, the scale, the latent U-Net and its schedule to one file, atomically."
     if not isinstance(getattr(ld.model, 'config', None), UNetConfig):
-        raise ValueError(f"ld: expected a LatentDiffusion whose model is a UNet, got {type(ld.model).__name__}")
+        raise ValueError(f"ld: expected a LatentDiffusion whose model is a UNet, "
+                         f"got {type(ld.model).__name__}")
     cpu = lambda m: {k: v.detach().cpu() for k, v in m.state_dict().items()}
     save_checkpoint(dict(kind=LATENT_KIND, meta=dict(meta or {}),
                          **latent_meta(ld.autoencoder, ld.scale), **autoencoder_meta(ld.autoencoder),
