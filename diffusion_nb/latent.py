@@ -9,7 +9,7 @@ __all__ = ['LATENT_CONFIGS', 'LATENT_KIND', 'gaussian_kl', 'gaussian_nll', 'vae_
            'autoencoder_fingerprint', 'latent_meta', 'LatentDiffusion', 'check_latent_belongs', 'autoencoder_meta',
            'load_autoencoder', 'load_latent', 'save_latent_diffusion', 'load_latent_diffusion']
 
-# %% ../nbs/18_latent.ipynb #ca9ab256
+# %% ../nbs/18_latent.ipynb #2ad1982e
 import hashlib, math, os
 from dataclasses import dataclass, asdict
 import torch
@@ -22,7 +22,7 @@ from .train import SAMPLERS, CHECKPOINT_KIND, checkpoint_weights, load_model
 from .guidance import ClassifierFreeGuidance
 from .cascade import ConditionalMixture
 
-# %% ../nbs/18_latent.ipynb #d49236bb
+# %% ../nbs/18_latent.ipynb #5f23a87d
 def gaussian_kl(mean: torch.Tensor, # mu, shape (B, ...)
                 log_var: torch.Tensor, # log sigma^2, the shape of mean
                ) -> torch.Tensor: # (B,): one divergence per example
@@ -38,13 +38,13 @@ def gaussian_nll(x: torch.Tensor, # data, shape (B, ...)
     sq = (x - mean).pow(2).flatten(1).sum(1)
     return 0.5 * (sq / log_sigma2.exp() + n * (log_sigma2 + math.log(2 * math.pi)))
 
-# %% ../nbs/18_latent.ipynb #c9bcfc15
+# %% ../nbs/18_latent.ipynb #c32ac81a
 def _check_weight(v, name):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
         raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
     return float(v)
 
-# %% ../nbs/18_latent.ipynb #d1eb2a98
+# %% ../nbs/18_latent.ipynb #babd79ea
 def vae_loss(model: nn.Module, # an autoencoder: encode(x) -> (mu, log_var), decode(z), log_sigma2
              x: torch.Tensor, # (B, ...) data
              *,
@@ -72,7 +72,7 @@ def vae_objective(kl_weight: float = 1.0, perceptual=None, perceptual_weight: fl
                         perceptual_weight=perceptual_weight, generator=generator)
     return loss_fn
 
-# %% ../nbs/18_latent.ipynb #7a6cd850
+# %% ../nbs/18_latent.ipynb #7e3067cd
 class LinearVAE(nn.Module):
     "mu(x) = A x + a, log sigma^2 = v (a constant), D(z) = W z + b, sigma_x^2 learned: PPCA's family."
     def __init__(self,
@@ -90,7 +90,7 @@ class LinearVAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor: return self.decoder(z)
 
-# %% ../nbs/18_latent.ipynb #da3ef846
+# %% ../nbs/18_latent.ipynb #c3067f5b
 def ppca_solution(S: torch.Tensor, # (n, n) sample covariance of the data
                   q: int, # latent dimension, 1 <= q < n
                  ) -> tuple[torch.Tensor, torch.Tensor]: # W (n, q) at R = I, sigma^2 ()
@@ -100,7 +100,7 @@ def ppca_solution(S: torch.Tensor, # (n, n) sample covariance of the data
     sigma2 = lam[q:].mean()
     return U[:, :q] * (lam[:q] - sigma2).clamp(min=0).sqrt(), sigma2
 
-# %% ../nbs/18_latent.ipynb #a0df2546
+# %% ../nbs/18_latent.ipynb #10662752
 def _batches(fn, x, batch_size):
     "fn over `x` in slices of `batch_size`, concatenated."
     return torch.cat([fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
@@ -111,7 +111,7 @@ def _draw(autoencoder, x, generator):
     xi = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
     return mean + (0.5 * log_var).exp() * xi
 
-# %% ../nbs/18_latent.ipynb #5870b24b
+# %% ../nbs/18_latent.ipynb #dd78565d
 @torch.no_grad()
 def encode_latents(autoencoder: nn.Module, # encode(x) -> (mu, log_var), decode(z)
                    images: torch.Tensor, # (N, ...) data, e.g. images in [-1, 1]
@@ -135,7 +135,7 @@ def decode_latents(autoencoder: nn.Module, z: torch.Tensor, scale: float = 1.0, 
     x = _batches(autoencoder.decode, z / scale, batch_size)
     return x.clamp(-1, 1) if clip else x
 
-# %% ../nbs/18_latent.ipynb #22480ea0
+# %% ../nbs/18_latent.ipynb #5b40bcd3
 def latent_mixture(mixture: GaussianMixture, # p(x): the data distribution
                    vae: LinearVAE, # its encoder mu(x) = A x + a, log sigma^2 = v
                    scale: float = 1.0, # the latent scale s
@@ -148,7 +148,7 @@ def latent_mixture(mixture: GaussianMixture, # p(x): the data distribution
     covariances = scale ** 2 * (A @ Sigma @ A.T + torch.diag(var))                          # (K, q, q)
     return ConditionalMixture(mixture.weights.double().log()[None], means[None], covariances)
 
-# %% ../nbs/18_latent.ipynb #f3a1724c
+# %% ../nbs/18_latent.ipynb #6722a31f
 class OracleLatentEps(nn.Module):
     "The exact E[eps | z_t] of a discrete-time diffusion model of a Gaussian-mixture latent."
     def __init__(self, latents: ConditionalMixture, schedule: NoiseSchedule):
@@ -163,7 +163,7 @@ class OracleLatentEps(nn.Module):
             eps[rows] = self.latents.eps_star(z_t[rows].cpu().double(), alpha_bar[ti].item())
         return eps.to(z_t)
 
-# %% ../nbs/18_latent.ipynb #a8eb920f
+# %% ../nbs/18_latent.ipynb #230dd037
 def _check_autoencoder_config(c):
     for name in ('in_channels', 'image_size', 'latent_channels', 'base_channels', 'norm_groups'):
         v = getattr(c, name)
@@ -178,7 +178,7 @@ def _check_autoencoder_config(c):
         raise ValueError(f"image_size: expected a multiple of the factor f = {c.factor} "
                          f"(2 ** (len(channel_mult) - 1)), got {c.image_size}")
 
-# %% ../nbs/18_latent.ipynb #27903465
+# %% ../nbs/18_latent.ipynb #547c5579
 @dataclass(frozen=True)
 class AutoencoderConfig:
     "Shape of an `Autoencoder`; validated on construction."
@@ -196,7 +196,7 @@ class AutoencoderConfig:
     def latent_shape(self) -> tuple:
         return (self.latent_channels, self.image_size // self.factor, self.image_size // self.factor)
 
-# %% ../nbs/18_latent.ipynb #8faa2340
+# %% ../nbs/18_latent.ipynb #bc126866
 class AutoencoderBlock(nn.Module):
     "x + conv(SiLU(GN(conv(SiLU(GN(x)))))): a residual block without a time embedding."
     def __init__(self, c_in: int, c_out: int, norm_groups: int):
@@ -208,7 +208,7 @@ class AutoencoderBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.skip(x) + self.body(x)
 
-# %% ../nbs/18_latent.ipynb #a6622353
+# %% ../nbs/18_latent.ipynb #84437ec5
 def _check_shape(x, shape, name):
     tensor = isinstance(x, torch.Tensor)
     if not tensor or not x.is_floating_point() or x.ndim != 4 or tuple(x.shape[1:]) != shape:
@@ -235,7 +235,7 @@ def _decoder(c: AutoencoderConfig) -> nn.Sequential:
     return nn.Sequential(*layers, group_norm(widths[-1], c.norm_groups), nn.SiLU(),
                          nn.Conv2d(widths[-1], c.in_channels, 3, padding=1))
 
-# %% ../nbs/18_latent.ipynb #ec9c3bb2
+# %% ../nbs/18_latent.ipynb #5b27431b
 class Autoencoder(nn.Module):
     "The KL-regularised autoencoder: q(z | x) = N(mu(x), diag sigma^2(x)), p(x | z) = N(D(z), sigma_x^2 I)."
     def __init__(self, config: AutoencoderConfig = AutoencoderConfig()):
@@ -256,7 +256,7 @@ class Autoencoder(nn.Module):
         _check_shape(z, self.config.latent_shape, 'z')
         return self.decoder(z)
 
-# %% ../nbs/18_latent.ipynb #a021677e
+# %% ../nbs/18_latent.ipynb #67077cda
 def check_latent_fit(autoencoder: AutoencoderConfig, # the autoencoder whose latents the U-Net models
                      unet: UNetConfig, # the latent diffusion model's shape
                     ) -> None:
@@ -268,7 +268,7 @@ def check_latent_fit(autoencoder: AutoencoderConfig, # the autoencoder whose lat
                          f"{unet.in_channels}, image_size = {unet.image_size}, "
                          f"learn_variance = {unet.learn_variance}")
 
-# %% ../nbs/18_latent.ipynb #ca88b363
+# %% ../nbs/18_latent.ipynb #4f7aefbb
 @dataclass(frozen=True)
 class LatentConfig:
     "An autoencoder, the U-Net of its latents and how to train the autoencoder; validated on construction."
@@ -290,7 +290,7 @@ LATENT_CONFIGS = {
                                        dropout=0.1, norm_groups=32)),
 }
 
-# %% ../nbs/18_latent.ipynb #074e93a3
+# %% ../nbs/18_latent.ipynb #1d1d651c
 def autoencoder_fingerprint(autoencoder: nn.Module) -> str:
     "SHA-256 of the autoencoder's state (names, float32 values): the autoencoder a latent model belongs to."
     h = hashlib.sha256()
@@ -302,7 +302,7 @@ def latent_meta(autoencoder: Autoencoder, scale: float) -> dict:
     "What a latent model's checkpoint records: its autoencoder's fingerprint, and the scale."
     return dict(autoencoder=autoencoder_fingerprint(autoencoder), latent_scale=float(scale))
 
-# %% ../nbs/18_latent.ipynb #8ffc0282
+# %% ../nbs/18_latent.ipynb #aca1c9ea
 @dataclass
 class LatentDiffusion:
     "An autoencoder, the scale 1 / sigma_z and an eps-model of the scaled latents."
@@ -326,7 +326,7 @@ class LatentDiffusion:
                                y=labels, generator=generator)
         return decode_latents(self.autoencoder, z0, self.scale)
 
-# %% ../nbs/18_latent.ipynb #7d2f5356
+# %% ../nbs/18_latent.ipynb #b07d16f0
 def _autoencoder_weights(ckpt, where):
     trainer_file = isinstance(ckpt, dict) and ckpt.get('kind') == CHECKPOINT_KIND
     if not trainer_file or 'autoencoder_config' not in ckpt.get('meta', {}):
@@ -344,7 +344,7 @@ def check_latent_belongs(meta: dict, # a latent model's checkpoint meta (or a la
         raise ValueError(f"autoencoder: the latent model in {where} was trained on the latents of "
                          f"autoencoder {want}; this one is {have}")
 
-# %% ../nbs/18_latent.ipynb #c9980509
+# %% ../nbs/18_latent.ipynb #63cbd57c
 def autoencoder_meta(autoencoder: Autoencoder) -> dict:
     "What an autoencoder's trainer checkpoint records to be rebuilt: its configuration."
     return dict(autoencoder_config=asdict(autoencoder.config))
@@ -366,10 +366,10 @@ def load_latent(path: str | os.PathLike, # the trainer's checkpoint of a latent 
     autoencoder = autoencoder.to(schedule.betas.device).eval()
     return LatentDiffusion(autoencoder, model, schedule, meta['latent_scale'])
 
-# %% ../nbs/18_latent.ipynb #a3dddec6
+# %% ../nbs/18_latent.ipynb #cbea0e1a
 LATENT_KIND = 'diffusion_nb.latent/1'
 
-# %% ../nbs/18_latent.ipynb #b67061a1
+# %% ../nbs/18_latent.ipynb #b09cc9f6
 def save_latent_diffusion(path: str | os.PathLike, # the file to write, e.g. `<run>/latent.pt`
                           ld: LatentDiffusion, # with a UNet as its model
                           meta: dict | None = None, # plain values to keep with it (e.g. the dataset's name)
