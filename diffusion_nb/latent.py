@@ -9,12 +9,12 @@ __all__ = ['LATENT_CONFIGS', 'LATENT_KIND', 'gaussian_kl', 'gaussian_nll', 'vae_
            'autoencoder_fingerprint', 'latent_meta', 'LatentDiffusion', 'check_latent_belongs', 'autoencoder_meta',
            'load_autoencoder', 'load_latent', 'save_latent_diffusion', 'load_latent_diffusion']
 
-# %% ../nbs/18_latent.ipynb #2ad1982e
+# %% ../nbs/18_latent.ipynb #96faa772
 import hashlib, math, os
 from dataclasses import dataclass, asdict
 import torch
 from torch import nn
-from .core import make_generator, save_checkpoint, load_checkpoint
+from .core import get_device, make_generator, save_checkpoint, load_checkpoint
 from .data import GaussianMixture
 from .schedules import NoiseSchedule
 from .unet import UNet, UNetConfig, group_norm
@@ -22,7 +22,7 @@ from .train import SAMPLERS, CHECKPOINT_KIND, checkpoint_weights, load_model
 from .guidance import ClassifierFreeGuidance
 from .cascade import ConditionalMixture
 
-# %% ../nbs/18_latent.ipynb #5f23a87d
+# %% ../nbs/18_latent.ipynb #db0be296
 def gaussian_kl(mean: torch.Tensor, # mu, shape (B, ...)
                 log_var: torch.Tensor, # log sigma^2, the shape of mean
                ) -> torch.Tensor: # (B,): one divergence per example
@@ -38,13 +38,13 @@ def gaussian_nll(x: torch.Tensor, # data, shape (B, ...)
     sq = (x - mean).pow(2).flatten(1).sum(1)
     return 0.5 * (sq / log_sigma2.exp() + n * (log_sigma2 + math.log(2 * math.pi)))
 
-# %% ../nbs/18_latent.ipynb #c32ac81a
+# %% ../nbs/18_latent.ipynb #5273bb89
 def _check_weight(v, name):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
         raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
     return float(v)
 
-# %% ../nbs/18_latent.ipynb #babd79ea
+# %% ../nbs/18_latent.ipynb #9e42af70
 def vae_loss(model: nn.Module, # an autoencoder: encode(x) -> (mu, log_var), decode(z), log_sigma2
              x: torch.Tensor, # (B, ...) data
              *,
@@ -72,7 +72,7 @@ def vae_objective(kl_weight: float = 1.0, perceptual=None, perceptual_weight: fl
                         perceptual_weight=perceptual_weight, generator=generator)
     return loss_fn
 
-# %% ../nbs/18_latent.ipynb #7e3067cd
+# %% ../nbs/18_latent.ipynb #08bb7297
 class LinearVAE(nn.Module):
     "mu(x) = A x + a, log sigma^2 = v (a constant), D(z) = W z + b, sigma_x^2 learned: PPCA's family."
     def __init__(self,
@@ -90,7 +90,7 @@ class LinearVAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor: return self.decoder(z)
 
-# %% ../nbs/18_latent.ipynb #c3067f5b
+# %% ../nbs/18_latent.ipynb #176170d1
 def ppca_solution(S: torch.Tensor, # (n, n) sample covariance of the data
                   q: int, # latent dimension, 1 <= q < n
                  ) -> tuple[torch.Tensor, torch.Tensor]: # W (n, q) at R = I, sigma^2 ()
@@ -100,7 +100,7 @@ def ppca_solution(S: torch.Tensor, # (n, n) sample covariance of the data
     sigma2 = lam[q:].mean()
     return U[:, :q] * (lam[:q] - sigma2).clamp(min=0).sqrt(), sigma2
 
-# %% ../nbs/18_latent.ipynb #10662752
+# %% ../nbs/18_latent.ipynb #d2c1ac84
 def _batches(fn, x, batch_size):
     "fn over `x` in slices of `batch_size`, concatenated."
     return torch.cat([fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
@@ -111,7 +111,7 @@ def _draw(autoencoder, x, generator):
     xi = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
     return mean + (0.5 * log_var).exp() * xi
 
-# %% ../nbs/18_latent.ipynb #dd78565d
+# %% ../nbs/18_latent.ipynb #17896545
 @torch.no_grad()
 def encode_latents(autoencoder: nn.Module, # encode(x) -> (mu, log_var), decode(z)
                    images: torch.Tensor, # (N, ...) data, e.g. images in [-1, 1]
@@ -135,7 +135,7 @@ def decode_latents(autoencoder: nn.Module, z: torch.Tensor, scale: float = 1.0, 
     x = _batches(autoencoder.decode, z / scale, batch_size)
     return x.clamp(-1, 1) if clip else x
 
-# %% ../nbs/18_latent.ipynb #5b40bcd3
+# %% ../nbs/18_latent.ipynb #fb89dd31
 def latent_mixture(mixture: GaussianMixture, # p(x): the data distribution
                    vae: LinearVAE, # its encoder mu(x) = A x + a, log sigma^2 = v
                    scale: float = 1.0, # the latent scale s
@@ -148,7 +148,7 @@ def latent_mixture(mixture: GaussianMixture, # p(x): the data distribution
     covariances = scale ** 2 * (A @ Sigma @ A.T + torch.diag(var))                          # (K, q, q)
     return ConditionalMixture(mixture.weights.double().log()[None], means[None], covariances)
 
-# %% ../nbs/18_latent.ipynb #6722a31f
+# %% ../nbs/18_latent.ipynb #4eea3080
 class OracleLatentEps(nn.Module):
     "The exact E[eps | z_t] of a discrete-time diffusion model of a Gaussian-mixture latent."
     def __init__(self, latents: ConditionalMixture, schedule: NoiseSchedule):
@@ -163,13 +163,13 @@ class OracleLatentEps(nn.Module):
             eps[rows] = self.latents.eps_star(z_t[rows].cpu().double(), alpha_bar[ti].item())
         return eps.to(z_t)
 
-# %% ../nbs/18_latent.ipynb #230dd037
+# %% ../nbs/18_latent.ipynb #62605fa5
 def _check_autoencoder_config(c):
     for name in ('in_channels', 'image_size', 'latent_channels', 'base_channels', 'norm_groups'):
         v = getattr(c, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
-    mult = tuple(c.channel_mult)
+    mult = tuple(c.channel_mult) if isinstance(c.channel_mult, (tuple, list)) else ()
     if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
         raise ValueError(f"channel_mult: expected a non-empty sequence of integers >= 1, "
                          f"got {c.channel_mult!r}")
@@ -178,7 +178,7 @@ def _check_autoencoder_config(c):
         raise ValueError(f"image_size: expected a multiple of the factor f = {c.factor} "
                          f"(2 ** (len(channel_mult) - 1)), got {c.image_size}")
 
-# %% ../nbs/18_latent.ipynb #547c5579
+# %% ../nbs/18_latent.ipynb #53f9e261
 @dataclass(frozen=True)
 class AutoencoderConfig:
     "Shape of an `Autoencoder`; validated on construction."
@@ -196,7 +196,7 @@ class AutoencoderConfig:
     def latent_shape(self) -> tuple:
         return (self.latent_channels, self.image_size // self.factor, self.image_size // self.factor)
 
-# %% ../nbs/18_latent.ipynb #bc126866
+# %% ../nbs/18_latent.ipynb #fbfe6d1d
 class AutoencoderBlock(nn.Module):
     "x + conv(SiLU(GN(conv(SiLU(GN(x)))))): a residual block without a time embedding."
     def __init__(self, c_in: int, c_out: int, norm_groups: int):
@@ -208,7 +208,7 @@ class AutoencoderBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.skip(x) + self.body(x)
 
-# %% ../nbs/18_latent.ipynb #84437ec5
+# %% ../nbs/18_latent.ipynb #30ec6ab9
 def _check_shape(x, shape, name):
     tensor = isinstance(x, torch.Tensor)
     if not tensor or not x.is_floating_point() or x.ndim != 4 or tuple(x.shape[1:]) != shape:
@@ -235,7 +235,7 @@ def _decoder(c: AutoencoderConfig) -> nn.Sequential:
     return nn.Sequential(*layers, group_norm(widths[-1], c.norm_groups), nn.SiLU(),
                          nn.Conv2d(widths[-1], c.in_channels, 3, padding=1))
 
-# %% ../nbs/18_latent.ipynb #5b27431b
+# %% ../nbs/18_latent.ipynb #d4b4f4ac
 class Autoencoder(nn.Module):
     "The KL-regularised autoencoder: q(z | x) = N(mu(x), diag sigma^2(x)), p(x | z) = N(D(z), sigma_x^2 I)."
     def __init__(self, config: AutoencoderConfig = AutoencoderConfig()):
@@ -256,7 +256,7 @@ class Autoencoder(nn.Module):
         _check_shape(z, self.config.latent_shape, 'z')
         return self.decoder(z)
 
-# %% ../nbs/18_latent.ipynb #67077cda
+# %% ../nbs/18_latent.ipynb #10449a10
 def check_latent_fit(autoencoder: AutoencoderConfig, # the autoencoder whose latents the U-Net models
                      unet: UNetConfig, # the latent diffusion model's shape
                     ) -> None:
@@ -268,7 +268,7 @@ def check_latent_fit(autoencoder: AutoencoderConfig, # the autoencoder whose lat
                          f"{unet.in_channels}, image_size = {unet.image_size}, "
                          f"learn_variance = {unet.learn_variance}")
 
-# %% ../nbs/18_latent.ipynb #4f7aefbb
+# %% ../nbs/18_latent.ipynb #66c49dd8
 @dataclass(frozen=True)
 class LatentConfig:
     "An autoencoder, the U-Net of its latents and how to train the autoencoder; validated on construction."
@@ -290,7 +290,7 @@ LATENT_CONFIGS = {
                                        dropout=0.1, norm_groups=32)),
 }
 
-# %% ../nbs/18_latent.ipynb #1d1d651c
+# %% ../nbs/18_latent.ipynb #0cb09b0f
 def autoencoder_fingerprint(autoencoder: nn.Module) -> str:
     "SHA-256 of the autoencoder's state (names, float32 values): the autoencoder a latent model belongs to."
     h = hashlib.sha256()
@@ -302,7 +302,7 @@ def latent_meta(autoencoder: Autoencoder, scale: float) -> dict:
     "What a latent model's checkpoint records: its autoencoder's fingerprint, and the scale."
     return dict(autoencoder=autoencoder_fingerprint(autoencoder), latent_scale=float(scale))
 
-# %% ../nbs/18_latent.ipynb #aca1c9ea
+# %% ../nbs/18_latent.ipynb #5c7b11f8
 @dataclass
 class LatentDiffusion:
     "An autoencoder, the scale 1 / sigma_z and an eps-model of the scaled latents."
@@ -326,7 +326,7 @@ class LatentDiffusion:
                                y=labels, generator=generator)
         return decode_latents(self.autoencoder, z0, self.scale)
 
-# %% ../nbs/18_latent.ipynb #b07d16f0
+# %% ../nbs/18_latent.ipynb #1181774c
 def _autoencoder_weights(ckpt, where):
     trainer_file = isinstance(ckpt, dict) and ckpt.get('kind') == CHECKPOINT_KIND
     if not trainer_file or 'autoencoder_config' not in ckpt.get('meta', {}):
@@ -344,32 +344,37 @@ def check_latent_belongs(meta: dict, # a latent model's checkpoint meta (or a la
         raise ValueError(f"autoencoder: the latent model in {where} was trained on the latents of "
                          f"autoencoder {want}; this one is {have}")
 
-# %% ../nbs/18_latent.ipynb #63cbd57c
+# %% ../nbs/18_latent.ipynb #1c72fc0f
 def autoencoder_meta(autoencoder: Autoencoder) -> dict:
     "What an autoencoder's trainer checkpoint records to be rebuilt: its configuration."
     return dict(autoencoder_config=asdict(autoencoder.config))
 
 def load_autoencoder(path: str | os.PathLike, # the trainer's checkpoint of an autoencoder
-                     device: str | torch.device | None = 'cpu') -> Autoencoder:
+                     device: str | torch.device | None = None, # see `get_device`
+                    ) -> Autoencoder:
     "The trained autoencoder (EMA weights, eval mode) of a checkpoint written by the trainer."
     config, weights = _autoencoder_weights(load_checkpoint(path), os.fspath(path))
     autoencoder = Autoencoder(config)
-    autoencoder.load_state_dict(weights)
-    return autoencoder.to(device).eval()
+    try: autoencoder.load_state_dict(weights)
+    except RuntimeError as e:
+        raise ValueError(f"path: its weights do not fit an Autoencoder of its configuration "
+                         f"({str(e).splitlines()[0]})") from e
+    return autoencoder.to(get_device(device)).eval()
 
 def load_latent(path: str | os.PathLike, # the trainer's checkpoint of a latent model
                 autoencoder: Autoencoder, # the autoencoder it was trained on; refused if it is another
-                device: str | torch.device | None = None) -> LatentDiffusion:
+                device: str | torch.device | None = None, # see `get_device`
+               ) -> LatentDiffusion:
     "A `LatentDiffusion` from a latent model's checkpoint and its autoencoder (checked by fingerprint)."
     model, schedule, meta = load_model(path, device)
     check_latent_belongs(meta, autoencoder, os.fspath(path))
     autoencoder = autoencoder.to(schedule.betas.device).eval()
     return LatentDiffusion(autoencoder, model, schedule, meta['latent_scale'])
 
-# %% ../nbs/18_latent.ipynb #cbea0e1a
+# %% ../nbs/18_latent.ipynb #08f512e5
 LATENT_KIND = 'diffusion_nb.latent/1'
 
-# %% ../nbs/18_latent.ipynb #b09cc9f6
+# %% ../nbs/18_latent.ipynb #8a14696b
 def save_latent_diffusion(path: str | os.PathLike, # the file to write, e.g. `<run>/latent.pt`
                           ld: LatentDiffusion, # with a UNet as its model
                           meta: dict | None = None, # plain values to keep with it (e.g. the dataset's name)
@@ -385,10 +390,11 @@ def save_latent_diffusion(path: str | os.PathLike, # the file to write, e.g. `<r
                          unet_config=asdict(ld.model.config), model=cpu(ld.model),
                          betas=ld.schedule.betas.detach().cpu()), path)
 
-def load_latent_diffusion(path: str | os.PathLike, device: str | torch.device | None = 'cpu'
+def load_latent_diffusion(path: str | os.PathLike, # a file written by `save_latent_diffusion`
+                          device: str | torch.device | None = None, # see `get_device`
                          ) -> tuple[LatentDiffusion, dict]:
     "The `LatentDiffusion` of a file written by `save_latent_diffusion` (eval mode on `device`) and its meta."
-    ckpt = load_checkpoint(path)
+    device, ckpt = get_device(device), load_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get('kind') != LATENT_KIND:
         raise ValueError(f"path: {os.fspath(path)!r} is not a latent diffusion file (kind {LATENT_KIND!r})")
     autoencoder = Autoencoder(AutoencoderConfig(**ckpt['autoencoder_config']))
