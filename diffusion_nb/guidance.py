@@ -166,11 +166,11 @@ def sample_guided_ancestral(model: nn.Module, # noise predictor model(x_t, t[, y
                             clip_x0: bool = False, # clip the predicted x_0 to [-1, 1] (images)
                             x_T: torch.Tensor | None = None, # start from this noise instead of drawing it
                             progress: bool = False, # show a progress bar
-                            spacing: str = 'trailing', # which timesteps to keep, see `timestep_subsequence`
+                            grid: str | torch.Tensor = 'trailing', # a name in `GRIDS`, or the timesteps
                            ) -> torch.Tensor:
     "Dhariwal & Nichol's Algorithm 1: $x_{t-1} \\sim \\mathcal N(\\mu + s\\Sigma g, \\Sigma)$."
     s = _check_scale(scale)
-    ts, sub = sub_chain(schedule, schedule.T if steps is None else steps, spacing)
+    ts, sub = sub_chain(schedule, schedule.T if steps is None else steps, grid)
     net, device = AtOriginalTimesteps(model, ts), schedule.betas.device
     x = start_noise(shape, x_T, generator, device)
     for i in steps_to_run(range(len(ts) - 1, -1, -1), progress):
