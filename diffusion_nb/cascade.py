@@ -23,7 +23,8 @@ from .data import GaussianMixture
 from .schedules import NoiseSchedule, q_sample
 from .ddpm import timestep_embedding
 from .unet import UNET_CONFIGS, UNet, UNetConfig, EmbedSequential, check_unet_inputs
-from .train import SAMPLERS, num_classes_of, load_model
+from .solvers import SAMPLERS
+from .train import num_classes_of, load_model
 from .guidance import guided_model
 
 # %% ../nbs/16_cascade.ipynb #6af2fcc9

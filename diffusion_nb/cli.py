@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['IMAGE_FORMATS', 'IMAGE_DEFAULTS', 'GUIDANCE_SCALE', 'CLASSIFIER_STEPS', 'POINT_DEFAULTS', 'DEFAULT_CONFIG',
-           'DEFAULT_CASCADE', 'DEFAULT_LATENT', 'AUTOENCODER_STEPS', 'RESUMABLE', 'RANK_GRACE', 'build_parser',
-           'given_options', 'BoxClippedEps', 'train_points', 'train_images', 'sample', 'train_cascade', 'train_latent',
-           'benchmark', 'train', 'main']
+           'DEFAULT_CASCADE', 'DEFAULT_LATENT', 'AUTOENCODER_STEPS', 'MAIN_SAMPLING', 'STAGE_SAMPLING', 'RESUMABLE',
+           'RANK_GRACE', 'build_parser', 'given_options', 'BoxClippedEps', 'train_points', 'train_images', 'sample',
+           'train_cascade', 'train_latent', 'benchmark', 'train', 'main']
 
 # %% ../nbs/90_cli.ipynb #cb4dd099
 import argparse, contextlib, io, json, math, os, resource, sys, time
@@ -26,9 +26,9 @@ from .schedules import make_schedule
 from .posterior import sample_ddpm, x0_from_eps, eps_from_x0
 from .ddpm import NoisePredictorMLP, train_ddpm, simple_loss
 from .unet import UNet, UNET_CONFIGS
-from .train import (TrainConfig, Trainer, SAMPLERS, SAFE_ON_RESUME, TrainingDiverged, generate,
-                                load_model)
-from .metrics import digits_classifier, train_classifier, conditional_accuracy, confusion_matrix
+from .solvers import SAMPLERS
+from .train import (TrainConfig, Trainer, SAFE_ON_RESUME, TrainingDiverged, generate, load_model)
+from .metrics import digits_classifier, train_classifier, confusion_matrix
 from .cascade import (CASCADE_CONFIGS, CASCADE_KIND, SUPER_RES_STAGE, build_cascade, downsample,
                                   super_res_loss, super_res_meta, save_cascade, load_cascade, sample_cascade,
                                   Stage)
@@ -75,9 +75,9 @@ def _add_threads(parser):
                         help="CPU threads of torch for this command (default: the cores that other processes "
                              "leave free when it starts, at least 1)")
 
-def _add_guidance(group):
-    group.add_argument('--guidance', choices=GUIDANCE_KINDS, default='none',
-                       help='guidance of the sampler (chapter guidance)')
+def _add_guidance(group, default: str):
+    group.add_argument('--guidance', choices=GUIDANCE_KINDS, default=None,
+                       help=f'guidance of the sampler (chapter guidance) (default: {default})')
     group.add_argument('--guidance-scale', type=_scale, default=GUIDANCE_SCALE,
                        help='guidance scale s: 0 ignores the label, 1 conditions, > 1 sharpens')
 
@@ -91,6 +91,10 @@ DEFAULT_CONFIG = {'digits': 'nano', 'mnist': 'nano', 'fashion_mnist': 'nano', 'c
 DEFAULT_CASCADE = {'digits': 'digits', 'mnist': 'digits', 'fashion_mnist': 'digits', 'cifar10': 'cifar10'}
 DEFAULT_LATENT = {'digits': 'digits', 'mnist': 'digits', 'fashion_mnist': 'digits', 'cifar10': 'cifar10'}
 AUTOENCODER_STEPS = 1000   # default --ae-steps: the digits autoencoder of chapter latent trains for 1,000 steps
+# The image job's sampling, chosen in chapter sampler choice; cascades and latent models keep what their
+# chapters measured them with
+MAIN_SAMPLING = dict(sampler='ipndm', steps=10, guidance='classifier-free')
+STAGE_SAMPLING = dict(sampler='dpmpp', steps=20, guidance='none')
 
 def _add_train(sub):
     t = sub.add_parser('train', help='train a diffusion model, sample it, score it and plot it',
@@ -120,10 +124,12 @@ def _add_train(sub):
     g.add_argument('--resume', nargs='?', const='', default=None, metavar='CHECKPOINT',
                    help='continue a run: from CHECKPOINT, or without one from <out>/checkpoint.pt '
                         '(default: a fresh run)')
-    g.add_argument('--sampler', choices=tuple(SAMPLERS), default='dpmpp',
-                   help='sampler for the scored samples')
-    g.add_argument('--sample-steps', type=_positive_int, default=20,
-                   help='sampler steps for the scored samples')
+    g.add_argument('--sampler', choices=tuple(SAMPLERS), default=None,
+                   help=f"sampler for the scored samples (default: {MAIN_SAMPLING['sampler']} for the image "
+                        f"job, {STAGE_SAMPLING['sampler']} for cascades and latent models)")
+    g.add_argument('--sample-steps', type=_positive_int, default=None,
+                   help=f"model evaluations per scored sample (default: {MAIN_SAMPLING['steps']} for the "
+                        f"image job, {STAGE_SAMPLING['steps']} for cascades and latent models)")
     g.add_argument('--data-root', default=None,
                    help='folder of the torchvision datasets '
                         '(default: $DIFFUSION_NB_DATA, else ~/.cache/diffusion_nb/datasets)')
@@ -135,7 +141,7 @@ def _add_train(sub):
     g.add_argument('--checkpoint-every', type=_seed, default=TrainConfig.checkpoint_every,
                    help='steps between checkpoints (0: only at the end of the run, and on Ctrl-C)')
     g.add_argument('--sample-every', type=_seed, default=0, help='steps between sample grids (0: none)')
-    _add_guidance(g)
+    _add_guidance(g, 'classifier-free for the image job, none for cascades, latent models and 2-D data')
     g.add_argument('--classifier-steps', type=_positive_int, default=CLASSIFIER_STEPS,
                    help='training steps of the noise-aware classifier for --guidance classifier')
     g.add_argument('--bf16', action='store_true', help='bfloat16 autocast (GPU)')
@@ -181,14 +187,18 @@ def _add_sample(sub):
     s.add_argument('--n', type=_positive_int, default=100, help='number of images')
     s.add_argument('--labels', default=None, help='comma-separated class labels, cycled over the images '
                                                   '(default: every class in turn; a row per class)')
-    s.add_argument('--sampler', choices=tuple(SAMPLERS), default='dpmpp', help='sampler')
-    s.add_argument('--steps', type=_positive_int, default=20, help='sampler steps (model calls per image)')
+    s.add_argument('--sampler', choices=tuple(SAMPLERS), default=None,
+                   help=f"sampler (default: {MAIN_SAMPLING['sampler']} for a checkpoint of the image job, "
+                        f"{STAGE_SAMPLING['sampler']} for cascades and latent models)")
+    s.add_argument('--steps', type=_positive_int, default=None,
+                   help=f"model evaluations per image (default: {MAIN_SAMPLING['steps']} for a checkpoint of "
+                        f"the image job, {STAGE_SAMPLING['steps']} for cascades and latent models)")
     s.add_argument('--seed', type=_seed, default=0, help='seed of the starting noise')
     s.add_argument('--device', default=None, help='cpu, cuda, cuda:N or mps (default: best available)')
     s.add_argument('--out', default='samples.png',
                    help=f"image grid to write ({', '.join(IMAGE_FORMATS)}), or with a .pt name the tensors; "
                         f"its folder must exist")
-    _add_guidance(s)
+    _add_guidance(s, 'classifier-free for a conditional model trained with label dropout, none otherwise')
     s.add_argument('--classifier', default=None,
                    help='classifier.pt of a run trained with --guidance classifier')
     s.add_argument('--level', type=_seed, default=None,
@@ -207,6 +217,12 @@ def _add_benchmark(sub):
                    help='timed steps of each kind (after 3 warm-up steps)')
     b.add_argument('--device', default=None, help='cpu, cuda, cuda:N or mps (default: best available)')
     _add_threads(b)
+
+def _sampling_defaults(args, steps_option: str, main: bool, guidance: bool = True) -> None:
+    "Fill the sampler, its steps and (with `guidance`) the guidance left unset: the image job's, or the others'."
+    for key, value in (MAIN_SAMPLING if main else STAGE_SAMPLING).items():
+        name = steps_option if key == 'steps' else key
+        if (key != 'guidance' or guidance) and getattr(args, name) is None: setattr(args, name, value)
 
 def build_parser() -> argparse.ArgumentParser:
     "The `diffusion_nb` argument parser, with one sub-command per job."
@@ -513,10 +529,14 @@ def sample(args: argparse.Namespace) -> str:
     _check_out_file(args.out)
     device = get_device(args.device)
     kind = load_checkpoint(args.checkpoint).get('kind')
+    main = kind not in (CASCADE_KIND, LATENT_KIND) and args.autoencoder is None
+    _sampling_defaults(args, 'steps', main, guidance=not main)
     if kind == CASCADE_KIND: return _sample_cascade(args, device)
     if args.level is not None: raise ValueError("level: only for a cascade (cascade.pt of a --cascade run)")
     if kind == LATENT_KIND or args.autoencoder is not None: return _sample_latent(args, device, kind)
     model, schedule, info = load_model(args.checkpoint, device=device, build=_single_stage)
+    if args.guidance is None:             # classifier-free where the model learned an unconditional half
+        args.guidance = 'classifier-free' if model.config.num_classes and info['label_dropout'] else 'none'
     _check_sample_steps(args.steps, schedule.T)
     noisy = None if args.classifier is None else load_noisy_classifier(args.classifier, schedule, device)
     guide = guided_model(model, schedule, args.guidance, args.guidance_scale, noisy, info['label_dropout'])
@@ -973,6 +993,7 @@ def _rank_threads(n: int | None) -> int | None:
 def train(args: argparse.Namespace) -> dict:
     "The `train` job, for images or 2-D data; writes metrics.json and returns the metrics."
     kind = 'images' if args.dataset in DATASETS else 'points'
+    _sampling_defaults(args, 'sample_steps', kind == 'images' and not (args.cascade or args.latent))
     _check_guidance(kind, args.guidance, args.resume, args.cascade, args.latent)
     _check_latent_options(args)
     for k, v in (IMAGE_DEFAULTS if kind == 'images' else POINT_DEFAULTS).items():  # n_train: None for images

@@ -18,7 +18,8 @@ from .core import get_device, make_generator, save_checkpoint, load_checkpoint
 from .data import GaussianMixture
 from .schedules import NoiseSchedule
 from .unet import UNet, UNetConfig, group_norm
-from .train import SAMPLERS, CHECKPOINT_KIND, checkpoint_weights, load_model
+from .solvers import SAMPLERS
+from .train import CHECKPOINT_KIND, checkpoint_weights, load_model
 from .guidance import ClassifierFreeGuidance
 from .cascade import ConditionalMixture
 

@@ -7,17 +7,17 @@ __all__ = ['FINALS', 'IPNDM_WEIGHTS', 'SAMPLERS', 'SHARED_ARGUMENTS', 'phi_integ
            'multistep_levels', 'step_order', 'taylor_x0_step', 'sample_dpmpp3m', 'unipc_weights', 'unipc_step',
            'sample_unipc', 'adams_bashforth_weights', 'sample_ipndm', 'heun_budget', 'churned_level', 'sample_heun']
 
-# %% ../nbs/09b_solvers.ipynb #4a864431
+# %% ../nbs/09b_solvers.ipynb #d0da06cd
 import math, numbers
 
 import torch
 from torch import nn
 
 from .schedules import NoiseSchedule
-from .samplers import (GRIDS, time_grid, log_sigmas, nearest_timesteps, kept_timesteps, start_noise,
-                                   steps_to_run, predict_x0_eps, sample_respaced, sample_ddim, sample_dpmpp)
+from .samplers import (log_sigmas, nearest_timesteps, kept_timesteps, start_noise, steps_to_run,
+                                   predict_x0_eps, sample_respaced, sample_ddim, sample_dpmpp)
 
-# %% ../nbs/09b_solvers.ipynb #e16bb046
+# %% ../nbs/09b_solvers.ipynb #ac5a9c4d
 def phi_integrals(h: float, # the step length in lambda, h > 0
                   n: int, # the highest order wanted
                  ) -> list[float]:
@@ -26,17 +26,17 @@ def phi_integrals(h: float, # the step length in lambda, h > 0
     for k in range(1, n + 1): I.append(h ** k / math.factorial(k) - I[-1])   # by parts
     return I
 
-# %% ../nbs/09b_solvers.ipynb #7c080a1a
+# %% ../nbs/09b_solvers.ipynb #1db75c2c
 def noise_levels(schedule: NoiseSchedule, # the chain the model was trained on
                  timesteps: torch.Tensor, # increasing kept code timesteps
                 ) -> tuple[list, list, list, list]:
     "a, s, lambda and sigma of the kept timesteps, noisiest first (float64 values as Python floats)."
     ts = timesteps.to(schedule.betas.device).flip(0)
-    a = schedule.sqrt_alpha_bar.double()[ts].cpu()                    # both buffers hold full relative precision
+    a = schedule.sqrt_alpha_bar.double()[ts].cpu()          # both buffers hold full relative precision
     s = schedule.sqrt_one_minus_alpha_bar.double()[ts].cpu()
     return a.tolist(), s.tolist(), (a / s).log().tolist(), (s / a).tolist()
 
-# %% ../nbs/09b_solvers.ipynb #20c6391b
+# %% ../nbs/09b_solvers.ipynb #34eae18e
 FINALS = ('denoise', 'none')
 
 def _check_choice(value, choices, name):
@@ -54,11 +54,11 @@ def _check_steps(steps):
 def check_levels(levels: int, steps: int, schedule: NoiseSchedule) -> None:
     "Refuse a budget whose grid would need more levels than the schedule has timesteps."
     if levels > schedule.T:
-        raise ValueError(f"steps: expected a budget that needs at most the schedule's {schedule.T} timesteps, "
-                         f"got {steps} evaluations, which need {levels}")
+        raise ValueError(f"steps: expected a budget that needs at most the schedule's {schedule.T} "
+                         f"timesteps, got {steps} evaluations, which need {levels}")
 
 def multistep_levels(schedule: NoiseSchedule, steps: int, grid, final: str) -> torch.Tensor:
-    "The kept timesteps of a one-evaluation-per-step solver: `steps` of them, or `steps + 1` with final='none'."
+    "The kept timesteps of a solver with one evaluation per step: `steps`, or `steps + 1` with final='none'."
     _check_steps(steps); _check_choice(final, FINALS, 'final')
     levels = steps + (final == 'none')
     check_levels(levels, steps, schedule)
@@ -69,11 +69,11 @@ def step_order(order: int, # the solver's order
                n_steps: int, # the steps in all
                lower_order_final: bool, # lower the order on the last steps
               ) -> int:
-    "The order of step i: limited by the outputs known so far (i + 1), and with lower_order_final by the steps left."
+    "The order of step i: at most the outputs known (i + 1), and with lower_order_final the steps left."
     k = min(order, i + 1)
     return min(k, n_steps - i) if lower_order_final else k
 
-# %% ../nbs/09b_solvers.ipynb #91a1cb75
+# %% ../nbs/09b_solvers.ipynb #1b418429
 def taylor_x0_step(x: torch.Tensor, # the state at level i
                    m: list, # the last k model outputs x0_hat, oldest first (m[-1] at level i)
                    lam: list, # lambda of every level, noisiest first
@@ -94,7 +94,7 @@ def taylor_x0_step(x: torch.Tensor, # the state at level i
             out = out + I[1] * (f01 + h0 * f012) + I[2] * (2 * f012)     # p'(lambda_i), p''(lambda_i)
     return (s[i + 1] / s[i]) * x + a[i + 1] * out
 
-# %% ../nbs/09b_solvers.ipynb #5f3b0c6e
+# %% ../nbs/09b_solvers.ipynb #e4c4bf6d
 @torch.no_grad()
 def sample_dpmpp3m(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained on `schedule`
                    schedule: NoiseSchedule, # the chain the model was trained on
@@ -112,7 +112,7 @@ def sample_dpmpp3m(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained
                    return_trajectory: bool = False, # also return the state after every evaluation
                    progress: bool = False, # show a progress bar
                   ):
-    "DPM-Solver++(3M) (Lu et al. 2022): the exponential integrator with x0_hat quadratic through three outputs."
+    "DPM-Solver++(3M) (Lu et al. 2022): the exponential integrator, x0_hat quadratic through three outputs."
     _check_order(order, 3)
     ts = multistep_levels(schedule, steps, grid, final)
     a, s, lam, _ = noise_levels(schedule, ts)
@@ -128,14 +128,15 @@ def sample_dpmpp3m(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained
         if return_trajectory: trajectory.append(x)
     return (x, trajectory) if return_trajectory else x
 
-# %% ../nbs/09b_solvers.ipynb #e1da19cc
+# %% ../nbs/09b_solvers.ipynb #1d6061fb
 def unipc_weights(r: list, # the other outputs' offsets lambda_k - lambda_i, in units of h
                   h: float, # the step length
                  ) -> list[float]:
     "rho solving sum_k rho_k r_k^(n-1) = n! I_n(h) / (h^n I_0(h)) for n = 1..len(r)."
     p = len(r)
     I = phi_integrals(h, p)
-    b = torch.tensor([math.factorial(n) * I[n] / (h ** n * I[0]) for n in range(1, p + 1)], dtype=torch.float64)
+    b = torch.tensor([math.factorial(n) * I[n] / (h ** n * I[0]) for n in range(1, p + 1)],
+                     dtype=torch.float64)
     R = torch.tensor([[rk ** (n - 1) for rk in r] for n in range(1, p + 1)], dtype=torch.float64)
     return torch.linalg.solve(R, b).tolist()
 
@@ -149,10 +150,11 @@ def unipc_step(x: torch.Tensor, # the state at level i
     h = lam_j - lam_i
     r = [(lam_k - lam_i) / h for lam_k, _ in others]
     d = m_i
-    if others: d = m_i + sum(rho * (m_k - m_i) / rk for rho, rk, (_, m_k) in zip(unipc_weights(r, h), r, others))
+    if others:
+        d = m_i + sum(rho * (m_k - m_i) / rk for rho, rk, (_, m_k) in zip(unipc_weights(r, h), r, others))
     return s_ratio * x + a_j * (-math.expm1(-h)) * d
 
-# %% ../nbs/09b_solvers.ipynb #afb89aa5
+# %% ../nbs/09b_solvers.ipynb #2918b1f4
 @torch.no_grad()
 def sample_unipc(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained on `schedule`
                  schedule: NoiseSchedule, # the chain the model was trained on
@@ -182,9 +184,10 @@ def sample_unipc(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained o
         x0, _ = predict_x0_eps(model, schedule, x, top_down[i].expand(shape[0]), y, clip_x0)
         if i == last: x = x0                                           # final='denoise'
         else:
-            if corrector and previous is not None:                     # UniC: step i-1 again, with x0 at level i
+            if corrector and previous is not None:         # UniC: step i-1 again, with x0 at level i
                 x_prev, m_prev, others = previous
-                x = unipc_step(x_prev, m_prev, lam[i - 1], lam[i], others + [(lam[i], x0)], a[i], s[i] / s[i - 1])
+                x = unipc_step(x_prev, m_prev, lam[i - 1], lam[i], others + [(lam[i], x0)], a[i],
+                               s[i] / s[i - 1])
             k = step_order(order, i, last, lower_order_final)
             others = history[len(history) - (k - 1):] if k > 1 else []
             previous = (x, x0, others)
@@ -193,9 +196,9 @@ def sample_unipc(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained o
         if return_trajectory: trajectory.append(x)
     return (x, trajectory) if return_trajectory else x
 
-# %% ../nbs/09b_solvers.ipynb #0fc37e64
+# %% ../nbs/09b_solvers.ipynb #965705e9
 def adams_bashforth_weights(k: int) -> list[float]:
-    "The weights c_j of eps_{i-j}, j < k, of the k-step Adams-Bashforth rule: the Lagrange basis integrated over [0, 1]."
+    "The weights c_j of eps_{i-j}, j < k, of the k-step Adams-Bashforth rule (Lagrange bases on [0, 1])."
     u = torch.linspace(0, 1, 100_001, dtype=torch.float64)
     weights = []
     for j in range(k):
@@ -207,7 +210,7 @@ def adams_bashforth_weights(k: int) -> list[float]:
 
 IPNDM_WEIGHTS = ((1.,), (3 / 2, -1 / 2), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
 
-# %% ../nbs/09b_solvers.ipynb #a8787172
+# %% ../nbs/09b_solvers.ipynb #a4dd9480
 @torch.no_grad()
 def sample_ipndm(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained on `schedule`
                  schedule: NoiseSchedule, # the chain the model was trained on
@@ -243,9 +246,9 @@ def sample_ipndm(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained o
         if return_trajectory: trajectory.append(x)
     return (x, trajectory) if return_trajectory else x
 
-# %% ../nbs/09b_solvers.ipynb #afe3534b
+# %% ../nbs/09b_solvers.ipynb #a4c85920
 def heun_budget(steps: int, final: str) -> tuple[int, int]:
-    "(Euler steps, Heun steps) that spend `steps` evaluations, one kept for the final x0 with final='denoise'."
+    "(Euler steps, Heun steps) spending `steps` evaluations, one kept for the final x0 with final='denoise'."
     _check_steps(steps); _check_choice(final, FINALS, 'final')
     free = steps - (final == 'denoise')
     return free % 2, free // 2
@@ -254,15 +257,17 @@ def _check_churn(churn, churn_range, churn_noise):
     for v, name in ((churn, 'churn'), (churn_noise, 'churn_noise')):
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
             raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
-    if not (isinstance(churn_range, (tuple, list)) and len(churn_range) == 2 and churn_range[0] <= churn_range[1]):
-        raise ValueError(f"churn_range: expected (sigma_lo, sigma_hi) with sigma_lo <= sigma_hi, got {churn_range!r}")
+    if not (isinstance(churn_range, (tuple, list)) and len(churn_range) == 2
+            and churn_range[0] <= churn_range[1]):
+        raise ValueError(f"churn_range: expected (sigma_lo, sigma_hi) with sigma_lo <= sigma_hi, "
+                         f"got {churn_range!r}")
 
 def churned_level(log_sigma: torch.Tensor, t: int, gamma: float) -> int:
     "The timestep whose level is nearest sigma_t (1 + gamma), at or above t."
     target = log_sigma[t:t + 1] + math.log1p(gamma)
     return max(t, nearest_timesteps(log_sigma, target).item())
 
-# %% ../nbs/09b_solvers.ipynb #84a618c5
+# %% ../nbs/09b_solvers.ipynb #4e5f35fe
 @torch.no_grad()
 def sample_heun(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained on `schedule`
                 schedule: NoiseSchedule, # the chain the model was trained on
@@ -286,7 +291,8 @@ def sample_heun(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained on
     n_euler, n_heun = heun_budget(steps, final)
     check_levels(n_euler + n_heun + 1, steps, schedule)
     ts = kept_timesteps(schedule, n_euler + n_heun + 1, grid)
-    a_all, s_all = schedule.sqrt_alpha_bar.double().tolist(), schedule.sqrt_one_minus_alpha_bar.double().tolist()
+    a_all = schedule.sqrt_alpha_bar.double().tolist()
+    s_all = schedule.sqrt_one_minus_alpha_bar.double().tolist()
     log_sigma = log_sigmas(schedule)
     top_down = ts.flip(0).tolist()
     device, B = schedule.betas.device, shape[0]
@@ -297,7 +303,8 @@ def sample_heun(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained on
     for i in steps_to_run(range(n_euler + n_heun), progress):
         t, t_next = top_down[i], top_down[i + 1]
         heun = i >= n_euler
-        gamma = min(churn / max(n_heun, 1), math.sqrt(2) - 1) if churn_range[0] <= sigma(t) <= churn_range[1] else 0
+        churned = churn_range[0] <= sigma(t) <= churn_range[1]
+        gamma = min(churn / max(n_heun, 1), math.sqrt(2) - 1) if churned else 0
         t_hat = churned_level(log_sigma, t, gamma) if heun and gamma > 0 else t
         x_bar = x / a_all[t]
         if t_hat != t:                                                 # churn: back up to sigma_hat
@@ -305,7 +312,8 @@ def sample_heun(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained on
             x_bar = x_bar + churn_noise * math.sqrt(sigma(t_hat) ** 2 - sigma(t) ** 2) * z
         d = ask(a_all[t_hat] * x_bar, t_hat)
         x_euler = x_bar + (sigma(t_next) - sigma(t_hat)) * d
-        if heun: x_euler = x_bar + (sigma(t_next) - sigma(t_hat)) * (d + ask(a_all[t_next] * x_euler, t_next)) / 2
+        if heun:                                                       # the trapezoid rule
+            x_euler = x_bar + (sigma(t_next) - sigma(t_hat)) * (d + ask(a_all[t_next] * x_euler, t_next)) / 2
         x = a_all[t_next] * x_euler
         if return_trajectory: trajectory.append(x)
     if final == 'denoise':
@@ -313,7 +321,7 @@ def sample_heun(model: nn.Module, # eps-predicting model(x_t, t[, y]) trained on
         if return_trajectory: trajectory.append(x)
     return (x, trajectory) if return_trajectory else x
 
-# %% ../nbs/09b_solvers.ipynb #287132e2
+# %% ../nbs/09b_solvers.ipynb #c0582ee1
 SAMPLERS = {'ddpm': sample_respaced, 'ddim': sample_ddim, 'dpmpp': sample_dpmpp, 'dpmpp3m': sample_dpmpp3m,
             'unipc': sample_unipc, 'ipndm': sample_ipndm, 'heun': sample_heun}
 SHARED_ARGUMENTS = ('steps', 'generator', 'y', 'x_T', 'grid', 'clip_x0', 'return_trajectory', 'progress')
