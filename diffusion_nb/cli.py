@@ -93,7 +93,7 @@ DEFAULT_LATENT = {'digits': 'digits', 'mnist': 'digits', 'fashion_mnist': 'digit
 AUTOENCODER_STEPS = 1000   # default --ae-steps: the digits autoencoder of chapter latent trains for 1,000 steps
 # The image job's sampling, chosen in chapter sampler choice; cascades and latent models keep what their
 # chapters measured them with
-MAIN_SAMPLING = dict(sampler='ipndm', steps=10, guidance='classifier-free')
+MAIN_SAMPLING = dict(sampler='unipc', steps=10, guidance='classifier-free')
 STAGE_SAMPLING = dict(sampler='dpmpp', steps=20, guidance='none')
 
 def _add_train(sub):
