@@ -89,6 +89,8 @@ def time_grid(schedule: NoiseSchedule, # the chain the model was trained on
              ) -> torch.Tensor:
     "`steps` increasing code timesteps ending at T-1: evenly spaced in t, in log sigma or in sigma^(1/rho)."
     _check_grid_name(grid); _check_rho(rho)
+    if grid in SPACINGS and sigma_max is not None:
+        raise ValueError(f"sigma_max: only for the 'lambda' and 'karras' grids, got grid {grid!r}")
     if grid in SPACINGS: return timestep_subsequence(schedule.T, steps, grid)
     _check_grid(schedule.T, steps, 'trailing')
     log_sigma = log_sigmas(schedule)
