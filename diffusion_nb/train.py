@@ -4,8 +4,7 @@
 
 # %% auto #0
 __all__ = ['CHECKPOINT_KIND', 'SAFE_ON_RESUME', 'TrainConfig', 'lr_factor', 'make_ema', 'rng_state', 'set_rng_state',
-           'StopOnInterrupt', 'num_classes_of', 'Trainer', 'TrainingDiverged', 'state_dict', 'load_state_dict', 'save',
-           'resume', 'fit', 'generate', 'class_grid', 'write_samples', 'plot_losses', 'checkpoint_weights',
+           'StopOnInterrupt', 'num_classes_of', 'Trainer', 'TrainingDiverged', 'generate', 'checkpoint_weights',
            'load_model']
 
 # %% ../nbs/10_train.ipynb #3d7d6d67
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from fastcore.basics import patch
 from fastprogress.fastprogress import progress_bar
 
 from .core import (get_device, seed_everything, make_generator, image_grid, save_checkpoint,
@@ -192,11 +192,14 @@ class Trainer:
         self.step, self.losses = 0, []
         self.resume_changes, self.diverged_at = {}, None       # set by `load_state_dict` and by `fit`
 
+    interrupt_guard = StopOnInterrupt     # Ctrl-C; chapter distributed: signals
+
     @property
     def checkpoint_path(self) -> str | None:
         return None if self.out_dir is None else os.path.join(self.out_dir, 'checkpoint.pt')
 
 # %% ../nbs/10_train.ipynb #d8057f0f
+@patch
 def _train_step(self: Trainer) -> torch.Tensor:
     "A step: minibatch; per micro-batch label dropout, loss (Algorithm 1); clipping, AdamW, lr, EMA -> [loss, norm]."
     c, g, K = self.config, self.generator, self.config.grad_accum
@@ -224,12 +227,10 @@ def _train_step(self: Trainer) -> torch.Tensor:
     self.opt.step(); self.lr_schedule.step(); self.ema.update_parameters(self.model)
     return torch.stack([(total / K if K > 1 else total).float(), norm.detach().float()])
 
+@patch
 def _accumulating(self: Trainer):
     "The context of a micro-step before the last: nothing in one process (distributed: no all-reduce)."
     return contextlib.nullcontext()
-
-Trainer._train_step, Trainer._accumulating = _train_step, _accumulating
-
 
 # %% ../nbs/10_train.ipynb #3e54ac66
 class TrainingDiverged(RuntimeError):
@@ -251,6 +252,7 @@ def _nonfinite(module: nn.Module) -> list[str]:
     finite = torch.stack([v.isfinite().all() for v in state.values()]).tolist() if state else []
     return [k for k, ok in zip(state, finite) if not ok]
 
+@patch
 def _refuse_nonfinite(self: Trainer, path) -> None:
     "Raise `TrainingDiverged` if the weights or the EMA weights hold a non-finite value."
     bad = _nonfinite(self.model) + [f'ema.{k}' for k in _nonfinite(self.ema)]
@@ -259,6 +261,7 @@ def _refuse_nonfinite(self: Trainer, path) -> None:
         f"tensor{'s' if len(bad) > 1 else ''} (the first: {bad[0]}); {_holds(path)}; {_remedy(self.config)}")
 
 # %% ../nbs/10_train.ipynb #0cec2732
+@patch
 def _check_finite(self: Trainer,
                   rows: list, # [loss, grad norm] of steps first, first + 1, ..., read off the device at once
                   first: int, # the step of rows[0]
@@ -272,9 +275,8 @@ def _check_finite(self: Trainer,
                                        f"after step {k - 1}, and {_holds(self.checkpoint_path)}; "
                                        f"{_remedy(self.config)}")
 
-Trainer._check_finite = _check_finite
-
 # %% ../nbs/10_train.ipynb #bbe5b729
+@patch
 def state_dict(self: Trainer) -> dict:
     "Everything needed to continue this run exactly, as plain values."
     return dict(kind=CHECKPOINT_KIND, step=self.step, losses=list(self.losses), model=self.model.state_dict(),
@@ -297,6 +299,7 @@ def _check_checkpoint(ckpt, model_config=None, betas=None, where='checkpoint'):
         T = 'none' if saved_betas is None else len(saved_betas)
         raise ValueError(f"{where}: trained with another noise schedule (T = {T}, this one T = {len(betas)})")
 
+@patch
 def load_state_dict(self: Trainer, ckpt: dict) -> None:
     """Continue from a checkpoint of `state_dict` (same model configuration, noise schedule and training
     options, except those of `SAFE_ON_RESUME`, which are applied and listed in `resume_changes`)."""
@@ -309,23 +312,23 @@ def load_state_dict(self: Trainer, ckpt: dict) -> None:
     self.opt.load_state_dict(ckpt['optimizer']); self.lr_schedule.load_state_dict(ckpt['lr_schedule'])
     set_rng_state(ckpt['rng'], self.generator)
     self.step, self.losses = int(ckpt['step']), list(ckpt['losses'])
-    _follow_lr_schedule(self)                                  # the lr of this run's length from here on
+    self._follow_lr_schedule()                                 # the lr of this run's length from here on
     self.resume_changes = changes
 
+@patch
 def save(self: Trainer, path: str | os.PathLike | None = None) -> str:
     "Write the checkpoint atomically to `path` (default: `checkpoint.pt` in the output folder); returns the path."
     path = path or self.checkpoint_path
     if path is None: raise ValueError("path: expected a file name (this trainer has no out_dir)")
-    _refuse_nonfinite(self, path)                              # never replace a checkpoint by NaN weights
+    self._refuse_nonfinite(path)                               # never replace a checkpoint by NaN weights
     save_checkpoint(self.state_dict(), path)
     return os.fspath(path)
 
+@patch
 def resume(self: Trainer, path: str | os.PathLike) -> 'Trainer':
     "Load the checkpoint at `path` (see `load_state_dict`); the next `fit` continues from its step."
     self.load_state_dict(load_checkpoint(path, map_location=self.device))
     return self
-
-Trainer.state_dict, Trainer.load_state_dict, Trainer.save, Trainer.resume = state_dict, load_state_dict, save, resume
 
 # %% ../nbs/10_train.ipynb #7f4d5dda
 SAFE_ON_RESUME = ('steps', 'log_every', 'checkpoint_every', 'sample_every', 'compile', 'channels_last',
@@ -343,6 +346,7 @@ def _resume_changes(saved: dict, # the checkpoint's train_config
                          "change on resume: drop them, or start a new run in another folder")
     return diff
 
+@patch
 def _follow_lr_schedule(self: Trainer) -> None:
     "Set the optimiser's rate to peak * f(k) of this trainer's schedule at its step k (after a load)."
     c, k = self.config, self.lr_schedule.last_epoch                      # last_epoch == self.step
@@ -351,6 +355,7 @@ def _follow_lr_schedule(self: Trainer) -> None:
     self.lr_schedule._last_lr = [group['lr'] for group in self.opt.param_groups]
 
 # %% ../nbs/10_train.ipynb #85bc25f7
+@patch
 def fit(self: Trainer,
         until: int | None = None, # stop after this step (a pause: the run keeps its length); default `config.steps`
         progress: bool = True, # show a progress bar
@@ -383,12 +388,10 @@ def fit(self: Trainer,
     if out: self.save(); self.plot_losses(os.path.join(self.out_dir, 'loss.png'))
     return self
 
-Trainer.fit = fit
-Trainer.interrupt_guard = StopOnInterrupt
+@patch
 def _stop_requested(self: Trainer, stop) -> bool: return stop.requested
+@patch
 def _read_rows(self: Trainer, pending: list) -> list: return torch.stack(pending).tolist()
-Trainer._stop_requested, Trainer._read_rows = _stop_requested, _read_rows
-
 
 # %% ../nbs/10_train.ipynb #f80befb3
 @torch.no_grad()
@@ -418,6 +421,7 @@ def generate(model: nn.Module, # eps-model(x_t, t[, y])
     return torch.cat(out)
 
 # %% ../nbs/10_train.ipynb #6f4d370b
+@patch
 def class_grid(self: Trainer,
                per_class: int = 10, # images per class (a row each)
                sampler: str = 'dpmpp', steps: int = 20, seed: int = 0,
@@ -428,6 +432,7 @@ def class_grid(self: Trainer,
     n = 10 * per_class if labels is None else len(labels)
     return generate(self.ema.module, self.schedule, (n, *shape), labels=labels, sampler=sampler, steps=steps, seed=seed)
 
+@patch
 def write_samples(self: Trainer) -> str:
     "Save a class grid of the current EMA model as `samples_<step>.png` in the output folder; returns its path."
     path = os.path.join(self.out_dir, f'samples_{self.step:06d}.png')
@@ -436,6 +441,7 @@ def write_samples(self: Trainer) -> str:
     atomic_write(path, lambda tmp: plt.imsave(tmp, image, cmap='gray', vmin=0, vmax=1))
     return path
 
+@patch
 def plot_losses(self: Trainer, path: str | None = None, # save here (and close), else draw inline
                ) -> None:
     "The loss of every step and its running mean over 100 steps, on a log scale."
@@ -445,8 +451,6 @@ def plot_losses(self: Trainer, path: str | None = None, # save here (and close),
     if len(losses) >= 100: ax.plot(np.arange(99, len(losses)), np.convolve(losses, np.ones(100) / 100, 'valid'), label='mean of 100')
     ax.set_yscale('log'); ax.set_xlabel('step'); ax.set_ylabel('loss'); ax.legend()
     if path: atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches='tight')); plt.close(fig)
-
-Trainer.class_grid, Trainer.write_samples, Trainer.plot_losses = class_grid, write_samples, plot_losses
 
 # %% ../nbs/10_train.ipynb #d62d70ee
 def checkpoint_weights(ckpt: dict, # a checkpoint written by `Trainer` (any model)
