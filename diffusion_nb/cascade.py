@@ -43,14 +43,14 @@ def _check_factor(x, factor):
 def downsample(x: torch.Tensor, # (B, C, H, W) images
                factor: int, # f: every f x f block of pixels becomes one pixel
               ) -> torch.Tensor: # (B, C, H / f, W / f): A x, the mean of every block
-    "The low-resolution image $A x$: the average of every $f \\times f$ block (area downsampling)."
+    "The low-resolution image A x: the average of every f x f block (area downsampling)."
     _check_images(x, 'x'); _check_factor(x, factor)
     return F.avg_pool2d(x, factor)
 
 def upsample(low: torch.Tensor, # (B, C, h, w) low-resolution images
              size: int, # the target height and width
             ) -> torch.Tensor: # (B, C, size, size)
-    "Bilinear upsampling of the conditioning image to the size of $x_t$, so the two can be stacked."
+    "Bilinear upsampling of the conditioning image to the size of x_t, so the two can be stacked."
     _check_images(low, 'low')
     return F.interpolate(low, size=(size, size), mode='bilinear', align_corners=False)
 
@@ -69,8 +69,8 @@ def _check_levels(s, T, max_level=None):
 def level_alpha_bar(schedule: NoiseSchedule, # the SR stage's forward process
                     s: torch.Tensor, # (B,) integer levels in [0, T]; 0: no augmentation
                    ) -> torch.Tensor: # (B,) float64: 1 at s = 0, else alpha_bar of the paper's step s
-    ("Signal level $\\bar\\alpha_s$ of augmentation level $s$, with $\\bar\\alpha_0 = 1$ (code "
-     "timestep $s - 1$).")
+    ("Signal level alpha_bar_s of augmentation level s, with alpha_bar_0 = 1 (code "
+     "timestep s - 1).")
     _check_levels(s, schedule.T)
     ab = schedule.alpha_bar.double()
     ab = torch.cat([ab.new_ones(1), ab])                                    # alpha_bar_0 = 1 first
@@ -81,7 +81,7 @@ def augment(low: torch.Tensor, # (B, C, h, w) low-resolution images
             schedule: NoiseSchedule,
             generator: torch.Generator | None = None, # draws xi
            ) -> torch.Tensor: # z_s = sqrt(ab_s) x_lo + sqrt(1 - ab_s) xi
-    "Gaussian conditioning augmentation: the forward process run on $x_{lo}$ to level $s$."
+    "Gaussian conditioning augmentation: the forward process run on x_lo to level s."
     _check_images(low, 'low')
     ab = level_alpha_bar(schedule, s).to(low.device, low.dtype)[:, None, None, None]
     xi = torch.randn(low.shape, generator=generator, device=low.device, dtype=low.dtype)
@@ -102,7 +102,7 @@ def gaussian_blur(x: torch.Tensor, # (B, C, H, W) images
                   sigma: float | torch.Tensor, # standard deviation of the kernel in pixels, > 0; or (B,)
                   kernel_size: int = 3, # taps per axis (odd); CDM blurs its 64x64 inputs with 3 taps
                  ) -> torch.Tensor: # (B, C, H, W)
-    "Blur with the normalised kernel $g_i \\propto e^{-i^2 / 2\\sigma^2}$ along each axis, edges reflected."
+    "Blur along each axis with the kernel exp(-i^2 / (2 sigma^2)), normalised, edges reflected."
     _check_images(x, 'x')
     if kernel_size % 2 == 0 or kernel_size < 3:
         raise ValueError(f"kernel_size: expected an odd number >= 3, got {kernel_size!r}")
@@ -140,8 +140,8 @@ def corrupt(low: torch.Tensor, # (B, C, h, w): the real low-resolution images A 
             schedule: NoiseSchedule,
             generator: torch.Generator | None = None,
            ) -> tuple[torch.Tensor, torch.Tensor]: # the corrupted images z_s, and their levels s (B,)
-    ("A training draw: blur a share `blur_prob` of the images, then noise each to a level $s \\sim "
-     "U\\{0..s_{max}\\}$.")
+    ("A training draw: blur a share `blur_prob` of the images, then noise each to a level s drawn "
+     "uniformly from {0, ..., max_level}.")
     B, dev = low.shape[0], low.device
     if aug.blur_prob > 0:
         lo, hi = aug.blur_sigma
@@ -163,8 +163,8 @@ class ConditionalMixture:
     def __repr__(self): return f"ConditionalMixture(N={self.N}, K={self.K}, D={self.D})"
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor: # (N, D): one point per row
-        ("Draw $z \\sim \\pi(\\cdot \\mid c)$, then $x = \\mu_z(c) + U_z \\Lambda_z^{1/2} \\xi$ "
-         "($\\Sigma_z = U \\Lambda U^\\top$, possibly singular).")
+        ("Draw z ~ pi(. | c), then x = mu_z(c) + U_z sqrt(Lambda_z) xi "
+         "(Sigma_z = U_z Lambda_z U_z^T, possibly singular).")
         z = torch.multinomial(self.log_weights.exp(), 1, generator=generator)[:, 0]            # (N,)
         # (K, D), (K, D, D)
         lam, U = torch.linalg.eigh(self.covariances)
@@ -189,8 +189,8 @@ def eps_star(self: ConditionalMixture,
              x_t: torch.Tensor, # (N, D) noised points, one per row's mixture
              alpha_bar: float, # signal level of x_t in (0, 1)
             ) -> torch.Tensor: # E[eps | x_t, c], (N, D) float64
-    ("$\\varepsilon^* = \\sqrt{1-\\bar\\alpha}\\,\\sum_k r_k\\, C_k^{-1}(x_t - "
-     "\\sqrt{\\bar\\alpha}\\mu_k)$, $C_k = \\bar\\alpha\\Sigma_k + (1-\\bar\\alpha) I$.")
+    ("eps* = sqrt(1 - alpha_bar) sum_k r_k C_k^-1 (x_t - "
+     "sqrt(alpha_bar) mu_k), C_k = alpha_bar Sigma_k + (1 - alpha_bar) I.")
     lj, z = _noised_log_joint(self, x_t.double(), alpha_bar)
     # (N, K) responsibilities
     r = lj.softmax(1)
@@ -226,7 +226,7 @@ def condition_mixture(mixture: GaussianMixture, # the prior p(x): K components N
                       probs: Sequence[float], # q_j: the probability of channel j
                       noise_var: float, # rho: n ~ N(0, rho I); 0 for a noiseless observation
                      ) -> ConditionalMixture: # p(x | c): K J components per row
-    "The exact posterior $p(x \\mid c)$ by Gaussian conditioning of every (component, channel) pair."
+    "The exact posterior p(x | c) by Gaussian conditioning of every (component, channel) pair."
     _check_conditioning(mixture, c, maps, probs, noise_var)
     c, m, v = c.double(), mixture.means, mixture.variances                          # (N, d), (K, D), (K, D)
     log_w, means, covs = [], [], []
@@ -261,7 +261,7 @@ def _check_low(low, shape, B=None):
 
 # %% ../nbs/16_cascade.ipynb #8b2e48e7
 class OracleSuperResEps(nn.Module):
-    ("The exact $\\mathbb E[\\varepsilon \\mid x_t, z_s, s]$ of an SR stage trained with `aug` on "
+    ("The exact E[eps | x_t, z_s, s] of an SR stage trained with `aug` on "
      "Gaussian-mixture images.")
     def __init__(self,
                  mixture: GaussianMixture, # p(x) of the flattened high-resolution images
@@ -312,8 +312,8 @@ def _check_low_size(config, low_size):
 
 # %% ../nbs/16_cascade.ipynb #9fa39440
 class SuperResUNet(UNet):
-    ("$\\epsilon_\\theta(x_t, t, y; z_s, s)$: the U-Net on $[x_t, \\mathrm{up}(z_s)]$, with $s$ "
-     "embedded and added to $e$.")
+    ("eps_theta(x_t, t, y; z_s, s): the U-Net on [x_t, up(z_s)], with s "
+     "embedded and added to the timestep embedding e.")
     def __init__(self,
                  config: UNetConfig, # the network at the high resolution; in_channels C of x_t
                  low_size: int, # height = width of the conditioning image; divides config.image_size
@@ -348,8 +348,8 @@ def super_res_loss(model: nn.Module, # an SR stage: model(x_t, t, y, low=z_s, s=
                    y: torch.Tensor | None = None, # (B,) labels, or None
                    generator: torch.Generator | None = None, # draws the corruption, t and eps
                   ) -> torch.Tensor:
-    ("$L_{simple}$ of an SR stage: $\\|\\varepsilon - \\epsilon_\\theta(x_t, t, y; z_s, s)\\|^2$ with "
-     "$z_s$ a corrupted $A x_0$.")
+    ("The simple loss of Ho et al. (2020) for an SR stage: |eps - eps_theta(x_t, t, y; z_s, s)|^2 with "
+     "z_s a corrupted A x0.")
     x_lo = downsample(x0, x0.shape[-1] // model.low_shape[-1])                          # A x0
     low, s = corrupt(x_lo, model.augmentation, schedule, generator)                     # z_s and s
     t = torch.randint(0, schedule.T, (x0.shape[0],), device=x0.device, generator=generator)
@@ -406,7 +406,7 @@ def _check_level(model, level):
 
 # %% ../nbs/16_cascade.ipynb #c6a9c795
 class LowResConditioned(nn.Module):
-    "An SR stage told its conditioning image $z_s$ and level $s$ once: a model(x_t, t, y) for every sampler."
+    "An SR stage told its conditioning image z_s and level s once: a model(x_t, t, y) for every sampler."
     def __init__(self,
                  model: nn.Module, # an SR stage, e.g. `SuperResUNet` or `OracleSuperResEps`
                  low: torch.Tensor, # (B, C, h, w) the conditioning images z_s (already augmented to `level`)
@@ -472,8 +472,8 @@ def sample_cascade(stages: Sequence[Stage], # the base, then each SR stage in or
                    base_shape: tuple | None = None, # (C, h, w) of the base's images, if it has no UNetConfig
                    clip_x0: bool = True, # clip predicted x0 to [-1, 1] (images)
                   ) -> list[torch.Tensor]: # every stage's output, lowest resolution first
-    ("Ancestral sampling of the cascade: $x_{lo} \\sim p_\\theta(x_{lo})$, $z_s = $ "
-     "`augment`$(x_{lo}, s)$, $x \\sim p_\\theta(x \\mid z_s, s)$.")
+    ("Ancestral sampling of the cascade: x_lo ~ p_theta(x_lo), z_s = "
+     "`augment`(x_lo, s), x ~ p_theta(x | z_s, s).")
     shapes, outputs = _check_stages(stages, base_shape), []
     for st, shape in zip(stages, shapes):
         model = st.model.eval()

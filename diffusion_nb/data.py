@@ -61,8 +61,7 @@ def _check_mixture(weights, means, variances):
     return w, mu, var.contiguous()
 
 class GaussianMixture:
-    ("The mixture $\\sum_k \\pi_k \\mathcal N(\\mu_k, \\operatorname{diag}\\sigma_k^2)$: "
-     "exact density, score, sampler and denoisers.")
+    "The mixture sum_k pi_k N(mu_k, diag(sigma_k^2)): exact density, score, sampler and denoisers."
     def __init__(self,
                  weights, # mixing weights pi_k, shape (K,): positive, summing to 1
                  means, # component means mu_k, shape (K, D)
@@ -90,7 +89,7 @@ class GaussianMixture:
     def log_prob(self,
                  x: torch.Tensor, # points, shape (N, D)
                 ) -> torch.Tensor: # log p(x), shape (N,)
-        "The exact log-density $\\log p(x) = \\operatorname{logsumexp}_k \\ell_k(x)$."
+        "The exact log-density log p(x) = logsumexp_k [log pi_k + log N(x; mu_k, diag(sigma_k^2))]."
         x64 = self._check_x(x)
         return _log_joint(x64, *self._params(x64)).logsumexp(1).to(x.dtype)
 
@@ -99,7 +98,7 @@ class GaussianMixture:
 def responsibilities(self: GaussianMixture,
                      x: torch.Tensor, # points, shape (N, D)
                     ) -> torch.Tensor: # P(z = k | x), shape (N, K)
-    "Posterior component probabilities $r_k(x) = P(z=k \\mid x)$ by Bayes' rule, computed with logsumexp."
+    "Posterior component probabilities r_k(x) = P(z=k | x) by Bayes' rule, computed with logsumexp."
     x64 = self._check_x(x)
     return _responsibilities(x64, *self._params(x64)).to(x.dtype)
 
@@ -114,7 +113,7 @@ def _mixture_score(x, log_w, means, variances):
 def score(self: GaussianMixture,
           x: torch.Tensor, # points, shape (N, D)
          ) -> torch.Tensor: # grad_x log p(x), shape (N, D)
-    "The exact score $\\nabla_x \\log p(x) = \\sum_k r_k(x) (\\mu_k - x) / \\sigma_k^2$."
+    "The exact score grad_x log p(x) = sum_k r_k(x) (mu_k - x) / sigma_k^2."
     x64 = self._check_x(x)
     return _mixture_score(x64, *self._params(x64)).to(x.dtype)
 
@@ -135,7 +134,7 @@ def sample(self: GaussianMixture,
            generator: torch.Generator | None = None, # source of randomness; `None`: torch's global generator
            return_labels: bool = False, # also return the component label of every point
           ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: # (n, D) float32 [, (n,) int64 labels]
-    "Ancestral samples: $z \\sim \\operatorname{Cat}(\\pi)$, $x = \\mu_z + \\sigma_z \\odot \\varepsilon$."
+    "Ancestral samples: z ~ Categorical(pi), x = mu_z + sigma_z * eps."
     check_sample_count(n)
     dev = _generator_device(generator)
     z = torch.multinomial(self.weights.to(dev), n, replacement=True, generator=generator)       # (n,)
@@ -163,8 +162,8 @@ def _check_alpha_bar(alpha_bar, n=None):
 def noised(self: GaussianMixture,
            alpha_bar: float, # signal level in (0, 1]: x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps
           ) -> GaussianMixture:
-    ("The marginal $q(x_t)$: means $\\sqrt{\\bar\\alpha}\\mu_k$, "
-     "variances $\\bar\\alpha\\sigma_k^2 + 1 - \\bar\\alpha$, same weights.")
+    ("The marginal q(x_t): means sqrt(alpha_bar) * mu_k, "
+     "variances alpha_bar * sigma_k^2 + 1 - alpha_bar, same weights.")
     ab = _check_alpha_bar(alpha_bar).item()
     return GaussianMixture(self.weights, math.sqrt(ab) * self.means, ab * self.variances + (1 - ab))
 
@@ -182,7 +181,7 @@ def noised_score(self: GaussianMixture,
                  x_t: torch.Tensor, # noised points, shape (N, D)
                  alpha_bar: float | torch.Tensor, # signal level in (0, 1]: a float, or (N,) one per row
                 ) -> torch.Tensor: # grad log q(x_t), shape (N, D)
-    "The exact score $\\nabla_{x_t} \\log q_{\\bar\\alpha}(x_t)$ of the noised mixture."
+    "The exact score grad_{x_t} log q(x_t) of the mixture noised to signal level `alpha_bar`."
     x = self._check_x(x_t, 'x_t')
     log_w, m_t, v_t, _ = self._noised_params(x, alpha_bar)
     return _mixture_score(x, log_w, m_t, v_t).to(x_t.dtype)
@@ -193,8 +192,8 @@ def eps_star(self: GaussianMixture,
              x_t: torch.Tensor, # noised points, shape (N, D)
              alpha_bar: float | torch.Tensor, # signal level in (0, 1]: a float, or (N,) one per row
             ) -> torch.Tensor: # E[eps | x_t], shape (N, D)
-    ("The optimal noise predictor $\\varepsilon^*(x_t) = \\mathbb E[\\varepsilon \\mid x_t] = "
-     "-\\sqrt{1-\\bar\\alpha}\\,\\nabla \\log q_{\\bar\\alpha}(x_t)$.")
+    ("The optimal noise predictor eps*(x_t) = E[eps | x_t] = "
+     "-sqrt(1 - alpha_bar) * grad_{x_t} log q(x_t).")
     x = self._check_x(x_t, 'x_t')
     log_w, m_t, v_t, ab = self._noised_params(x, alpha_bar)
     return (-expand_like(1 - ab, x).sqrt() * _mixture_score(x, log_w, m_t, v_t)).to(x_t.dtype)
@@ -205,7 +204,7 @@ def x0_mean(self: GaussianMixture,
             x_t: torch.Tensor, # noised points, shape (N, D)
             alpha_bar: float | torch.Tensor, # signal level in (0, 1]: a float, or (N,) one per row
            ) -> torch.Tensor: # E[x0 | x_t], shape (N, D)
-    ("The optimal denoiser $\\mathbb E[x_0 \\mid x_t] = \\sum_k r_k(x_t)\\, \\mathbb E[x_0 \\mid x_t, z=k]$ "
+    ("The optimal denoiser E[x0 | x_t] = sum_k r_k(x_t) E[x0 | x_t, z=k] "
      "by per-component Gaussian conditioning.")
     x = self._check_x(x_t, 'x_t')
     log_w, m_t, v_t, ab = self._noised_params(x, alpha_bar)

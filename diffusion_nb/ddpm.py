@@ -113,8 +113,8 @@ def _check_train_args(data, labels, steps, batch_size, warmup, ema_decay):
 
 # %% ../nbs/06_ddpm.ipynb #758f6d1e
 def train_ddpm(model: nn.Module, # eps-predicting model to train (in place)
-               schedule: NoiseSchedule,
-               data: torch.Tensor, # (N, ...) training set; moved to the schedule's device
+               schedule: NoiseSchedule | None, # the chain; None: a loss that needs none (chapter score)
+               data: torch.Tensor, # (N, ...) training set; moved to the schedule's device (if there is one)
                *,
                labels: torch.Tensor | None = None, # optional (N,) labels for a conditional model
                steps: int = 4000, # optimisation steps
@@ -128,7 +128,7 @@ def train_ddpm(model: nn.Module, # eps-predicting model to train (in place)
               ) -> tuple[nn.Module, list[float]]:
     "Train with L_simple (Ho et al. Algorithm 1) or another `loss_fn`; return the EMA model and every loss."
     _check_train_args(data, labels, steps, batch_size, warmup, ema_decay)
-    device = schedule.betas.device
+    device = data.device if schedule is None else schedule.betas.device
     data = data.to(device)
     labels = labels.to(device) if labels is not None else None
     model.to(device).train()

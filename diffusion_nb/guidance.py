@@ -108,7 +108,7 @@ def guidance_gradient(log_prob: Callable, # log_prob(x_t, t, c) -> (B,): log p(c
                       t: torch.Tensor, # (B,) timesteps
                       c=None, # the condition, passed through to log_prob
                      ) -> torch.Tensor: # (B, ...) grad_{x_t} log p(c | x_t)
-    "The gradient $\\nabla_{x_t} \\log p(c \\mid x_t)$ by autograd (also inside a sampler's `no_grad`)."
+    "The gradient grad_{x_t} log p(c | x_t) by autograd (also inside a sampler's `no_grad`)."
     with torch.enable_grad():
         x = x_t.detach().requires_grad_(True)
         lp = _check_log_prob(log_prob(x, t, c), x.shape[0])                    # (B,)
@@ -116,7 +116,8 @@ def guidance_gradient(log_prob: Callable, # log_prob(x_t, t, c) -> (B,): log p(c
     return _check_finite_grad(grad).to(x_t.dtype)
 
 class GradientGuidance(nn.Module):
-    "Equation (1): $\\epsilon - s\\sqrt{1-\\bar\\alpha_t}\\,\\nabla_{x_t}\\log p(c \\mid x_t)$, as a model."
+    ("The classifier-guided noise prediction of Dhariwal & Nichol (2021), "
+     "eps - s * sqrt(1 - alpha_bar_t) * grad_{x_t} log p(c | x_t), as a model.")
     def __init__(self,
                  model: nn.Module, # noise predictor model(x_t, t[, y]) (eps, or eps and v on dim 1)
                  schedule: NoiseSchedule, # the chain it was trained on (gives sqrt(1 - alpha_bar_t))
@@ -141,7 +142,7 @@ class GradientGuidance(nn.Module):
 # %% ../nbs/12_guidance.ipynb #8614d13b
 def classifier_log_prob(classifier: nn.Module, # classifier(x_t, t) -> (B, K) logits; set to evaluation mode
                        ) -> Callable:
-    "`log_prob(x_t, t, y)` = $\\log \\operatorname{softmax} f_\\phi(x_t, t)_y$, for `GradientGuidance`."
+    "`log_prob(x_t, t, y)` = log_softmax(classifier(x_t, t))[y], for `GradientGuidance`."
     classifier.eval()
     def log_prob(x_t, t, y):
         logits = classifier(x_t, t)
@@ -168,7 +169,7 @@ def sample_guided_ancestral(model: nn.Module, # noise predictor model(x_t, t[, y
                             progress: bool = False, # show a progress bar
                             grid: str | torch.Tensor = 'trailing', # a name in `GRIDS`, or the timesteps
                            ) -> torch.Tensor:
-    "Dhariwal & Nichol's Algorithm 1: $x_{t-1} \\sim \\mathcal N(\\mu + s\\Sigma g, \\Sigma)$."
+    "Dhariwal & Nichol's Algorithm 1: x_{t-1} ~ N(mu + s * Sigma * g, Sigma), g = grad_{x_t} log p(y | x_t)."
     s = _check_scale(scale)
     ts, sub = sub_chain(schedule, schedule.T if steps is None else steps, grid)
     net, device = AtOriginalTimesteps(model, ts), schedule.betas.device
@@ -191,7 +192,7 @@ def _check_null_label(model):
 
 # %% ../nbs/12_guidance.ipynb #ff84b605
 class ClassifierFreeGuidance(nn.Module):
-    "$\\epsilon(x_t, \\varnothing) + s\\,(\\epsilon(x_t, y) - \\epsilon(x_t, \\varnothing))$, in one pass."
+    "eps(x_t, null) + s * (eps(x_t, y) - eps(x_t, null)), in one pass (null: the null label K)."
     def __init__(self,
                  model: nn.Module, # conditional model(x_t, t, y) with a null label (its number of classes K)
                  scale: float, # s >= 0: 0 unconditional, 1 conditional, > 1 sharper
@@ -228,7 +229,7 @@ def _check_noisy_images(x_t, t, c):
 
 # %% ../nbs/12_guidance.ipynb #49e78c61
 class NoisyClassifierMLP(NoisePredictorMLP):
-    "$f_\\phi(x_t, t)$: logits of $p_\\phi(y \\mid x_t, t)$ for vectors; chapter ddpm's MLP, K logits out."
+    "f_phi(x_t, t): logits of p_phi(y | x_t, t) for vectors; the `NoisePredictorMLP`, K logits out."
     def __init__(self,
                  dim: int = 2, # data dimension D
                  classes: int = 8, # K, the number of logits
@@ -241,7 +242,7 @@ class NoisyClassifierMLP(NoisePredictorMLP):
         self.out[-1] = nn.Linear(width, classes)                 # (B, width) -> (B, K)
 
 class NoisyImageClassifier(nn.Module):
-    "$f_\\phi(x_t, t)$ for images: the U-Net's down half and middle, GroupNorm, SiLU, average pool, linear."
+    "f_phi(x_t, t) for images: the U-Net's down half and middle, GroupNorm, SiLU, average pool, linear."
     def __init__(self,
                  config: UNetConfig, # the U-Net's shape (labels and learned variance are ignored)
                  classes: int, # K, the number of logits
@@ -279,6 +280,27 @@ def _check_noisy_training(classifier, x0, labels, steps, batch_size):
     for v, name in ((steps, 'steps'), (batch_size, 'batch_size')): check_positive_int(v, name)
 
 # %% ../nbs/12_guidance.ipynb #c522b861
+def _noised(schedule, x0, g):
+    "x_t ~ q(x_t | x0) at t uniform over the chain, and t: what a noise-aware model sees of an example."
+    t = torch.randint(0, schedule.T, (len(x0),), device=x0.device, generator=g)       # t uniform
+    eps = torch.randn(x0.shape, device=x0.device, generator=g)                        # eps ~ N(0, I)
+    return q_sample(schedule, x0, t, eps), t                                          # x_t ~ q(x_t | x_0)
+
+def _train_noise_aware(model, n, batch_loss, *, steps, batch_size, lr, weight_decay, seed, device, progress):
+    "AdamW, warm-up then cosine decay; each step `batch_loss(idx, generator)` of a minibatch of the n examples."
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    warmup = min(100, steps // 10)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, warmup, steps, True))
+    g, losses = make_generator(seed, device), []
+    for _ in (progress_bar(range(steps), leave=False) if progress else range(steps)):
+        idx = torch.randint(0, n, (batch_size,), device=device, generator=g)
+        loss = batch_loss(idx, g)
+        opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); lr_schedule.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
 def train_noisy_classifier(classifier: nn.Module, # classifier(x_t, t) -> (B, K) logits; trained in place
                            schedule: NoiseSchedule, # the forward process of the diffusion model it will guide
                            x0: torch.Tensor, # (N, ...) clean training data
@@ -292,25 +314,15 @@ def train_noisy_classifier(classifier: nn.Module, # classifier(x_t, t) -> (B, K)
                            device: str | torch.device | None = None, # where to train; see `get_device`
                            progress: bool = False, # show a progress bar
                           ) -> list[float]: # the loss of every step
-    "Train $p_\\phi(y \\mid x_t, t)$ by cross-entropy on $x_t \\sim q(x_t \\mid x_0)$, $t$ uniform."
+    "Train p_phi(y | x_t, t) by cross-entropy on x_t ~ q(x_t | x0), t uniform."
     _check_noisy_training(classifier, x0, labels, steps, batch_size)
     device = get_device(device)
-    classifier.to(device).train()
     schedule, x0, labels = schedule.to(device), x0.to(device), labels.to(device)
-    opt = torch.optim.AdamW(classifier.parameters(), lr=lr, weight_decay=weight_decay)
-    warmup = min(100, steps // 10)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, warmup, steps, True))
-    g, losses = make_generator(seed, device), []
-    for _ in (progress_bar(range(steps), leave=False) if progress else range(steps)):
-        idx = torch.randint(0, x0.shape[0], (batch_size,), device=device, generator=g)
-        t = torch.randint(0, schedule.T, (batch_size,), device=device, generator=g)   # t uniform
-        eps = torch.randn((batch_size, *x0.shape[1:]), device=device, generator=g)    # eps ~ N(0, I)
-        x_t = q_sample(schedule, x0[idx], t, eps)                                     # x_t ~ q(x_t | x_0)
-        loss = F.cross_entropy(classifier(x_t, t), labels[idx])                       # -log p_φ(y | x_t, t)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); lr_schedule.step()
-        losses.append(loss.item())
-    classifier.eval()
-    return losses
+    def batch_loss(idx, g):
+        x_t, t = _noised(schedule, x0[idx], g)
+        return F.cross_entropy(classifier(x_t, t), labels[idx])                       # -log p_φ(y | x_t, t)
+    return _train_noise_aware(classifier, len(x0), batch_loss, steps=steps, batch_size=batch_size, lr=lr,
+                              weight_decay=weight_decay, seed=seed, device=device, progress=progress)
 
 # %% ../nbs/12_guidance.ipynb #41db3025
 def tokenize(captions: Sequence[str], # e.g. ['upper left', 'south']: words separated by spaces
@@ -343,7 +355,7 @@ def _check_tokens(tokens, V):
     if not (tokens > 0).any(1).all(): raise ValueError("tokens: every caption needs at least one word")
 
 class CaptionEncoder(nn.Module):
-    "$h(c)$: the mean of learned word embeddings, then an MLP; a small stand-in for CLIP's text transformer."
+    "h(c): the mean of learned word embeddings, then an MLP; a small stand-in for CLIP's text transformer."
     def __init__(self,
                  vocab_size: int, # V words, ids 1..V (0 pads)
                  dim: int = 32, # embedding size, as the image encoder's
@@ -373,7 +385,7 @@ def _check_match(match, logits):
 
 # %% ../nbs/12_guidance.ipynb #09e2b619
 class NoisyCLIP(nn.Module):
-    "Encoders $g(x_t, t)$, $h(c)$; `forward`: GLIDE's $\\log p(c \\mid x_t) = \\tau^{-1}\\cos(g, h)$ + const."
+    "Encoders g(x_t, t), h(c); `forward`: GLIDE's log p(c | x_t) = cos(g, h) / tau + const."
     def __init__(self,
                  image_encoder: nn.Module, # g(x_t, t) -> (B, dim), e.g. `NoisyClassifierMLP(classes=dim)`
                  caption_encoder: nn.Module, # h(tokens) -> (B, dim), e.g. `CaptionEncoder`
@@ -387,13 +399,13 @@ class NoisyCLIP(nn.Module):
     def inv_tau(self) -> torch.Tensor: return self.log_inv_tau.exp().clamp(max=100.0)   # CLIP's cap on 1/tau
 
     def similarity(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        "All pairs: $L_{ij} = \\tau^{-1}\\cos(g(x_i), h(c_j))$, shape (B, M)."
+        "All pairs: L_ij = cos(g(x_i), h(c_j)) / tau, shape (B, M)."
         g = F.normalize(self.image_encoder(x_t, t), dim=1)                    # g(x_t, t) / |g|
         h = F.normalize(self.caption_encoder(tokens), dim=1)                   # h(c) / |h|
         return self.inv_tau * g @ h.T
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        "Matched pairs: $\\tau^{-1}\\cos(g(x_i), h(c_i))$, shape (B,): a `log_prob` for `GradientGuidance`."
+        "Matched pairs: cos(g(x_i), h(c_i)) / tau, shape (B,): a `log_prob` for `GradientGuidance`."
         _check_one_caption_each(tokens, x_t)
         g = F.normalize(self.image_encoder(x_t, t), dim=1)                    # g(x_t, t) / |g|
         h = F.normalize(self.caption_encoder(tokens), dim=1)                   # h(c) / |h|
@@ -453,26 +465,16 @@ def train_noisy_clip(clip: NoisyCLIP, # trained in place
                      device: str | torch.device | None = None, # where to train; see `get_device`
                      progress: bool = False, # show a progress bar
                     ) -> list[float]: # the loss of every step
-    "Contrastive training of a noised CLIP on $x_t \\sim q(x_t \\mid x_0)$, $t$ uniform, short true captions."
+    "Contrastive training of a noised CLIP on x_t ~ q(x_t | x0), t uniform, short true captions."
     _check_clip_training(clip, x0, attributes, steps, batch_size, max_words)
     device = get_device(device)
-    clip.to(device).train()
     schedule, x0, attributes = schedule.to(device), x0.to(device), attributes.to(device)
-    opt = torch.optim.AdamW(clip.parameters(), lr=lr, weight_decay=0.0)
-    warmup = min(100, steps // 10)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, warmup, steps, True))
-    g, losses = make_generator(seed, device), []
-    for _ in (progress_bar(range(steps), leave=False) if progress else range(steps)):
-        idx = torch.randint(0, x0.shape[0], (batch_size,), device=device, generator=g)
+    def batch_loss(idx, g):
         tokens, match = _random_captions(attributes[idx], max_words, g)
-        t = torch.randint(0, schedule.T, (batch_size,), device=device, generator=g)
-        eps = torch.randn((batch_size, *x0.shape[1:]), device=device, generator=g)
-        x_t = q_sample(schedule, x0[idx], t, eps)
-        loss = contrastive_loss(clip.similarity(x_t, t, tokens), match)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); lr_schedule.step()
-        losses.append(loss.item())
-    clip.eval()
-    return losses
+        x_t, t = _noised(schedule, x0[idx], g)
+        return contrastive_loss(clip.similarity(x_t, t, tokens), match)
+    return _train_noise_aware(clip, len(x0), batch_loss, steps=steps, batch_size=batch_size, lr=lr,
+                              weight_decay=0.0, seed=seed, device=device, progress=progress)
 
 # %% ../nbs/12_guidance.ipynb #f3384f36
 GUIDANCE_KINDS = ('none', 'classifier-free', 'classifier')
@@ -510,7 +512,7 @@ def save_noisy_classifier(classifier: NoisyImageClassifier, # trained, e.g. by `
                           schedule: NoiseSchedule, # the schedule it was trained for
                           path: str | os.PathLike, # destination, written atomically
                          ) -> None:
-    "Save a noise-aware image classifier with its shape and the $\\beta_t$ of its schedule."
+    "Save a noise-aware image classifier with its shape and the beta_t of its schedule."
     if not isinstance(classifier, NoisyImageClassifier):
         raise ValueError(f"classifier: expected a NoisyImageClassifier, got {type(classifier).__name__}")
     save_checkpoint(dict(kind=CLASSIFIER_KIND, config=asdict(classifier.config), classes=classifier.classes,

@@ -30,7 +30,7 @@ def _check_uint8(x):
 # %% ../nbs/03_images.ipynb #59b76098
 def bytes_to_unit(x: torch.Tensor, # pixel values, uint8, any shape
                  ) -> torch.Tensor: # float32 in [-1, 1], the same shape, contiguous
-    "Map bytes to the model range: $p \\mapsto p / 127.5 - 1$."
+    "Map bytes to the model range: p -> p / 127.5 - 1."
     _check_uint8(x)
     return x.contiguous().float() / 127.5 - 1
 
@@ -91,7 +91,7 @@ def _digit_templates() -> torch.Tensor: # (len(DIGIT_FONTS), 10, len(_STROKES), 
 def _digit_params(n: int, # number of images
                   generator: torch.Generator, # source of every random choice
                  ) -> tuple: # labels, fonts, strokes (n,) int64; A (n, 2, 2), t (n, 2) float64
-    "Balanced shuffled labels, a font and a stroke per image, and the map $u \\mapsto Au + t$ to the image."
+    "Balanced shuffled labels, a font and a stroke per image, and the map u -> A u + t to the image."
     labels = (torch.arange(n) % 10)[torch.randperm(n, generator=generator)]
     fonts = torch.randint(len(DIGIT_FONTS), (n,), generator=generator)
     strokes = torch.randint(len(_STROKES), (n,), generator=generator)
@@ -120,7 +120,7 @@ def _warp(templates: torch.Tensor, # (N, 1, S, S) ink in [0, 1]
           t: torch.Tensor, # (N, 2) shift, normalised coordinates
           size: int = 28, # side of the output
          ) -> torch.Tensor: # (N, 1, size, size) ink in [0, 1]
-    "Template i under $u \\mapsto A_i u + t_i$: bilinear samples at twice `size`, averaged over 2x2 blocks."
+    "Template i under u -> A_i u + t_i: bilinear samples at twice `size`, averaged over 2x2 blocks."
     A_inv = torch.linalg.inv(A)
     theta = torch.cat([A_inv, -A_inv @ t[..., None]], -1).float()             # output point -> template point
     x = F.grid_sample(templates, _affine_grid(theta, 2 * size), mode='bilinear', padding_mode='zeros',

@@ -39,7 +39,7 @@ def sliced_wasserstein(a: torch.Tensor, # points, shape (N, D)
                        generator: torch.Generator | None = None, # draws the directions; `None`: seed 0
                       ) -> float:
     ("Sliced 2-Wasserstein distance of equal-size point sets, "
-     "$\\sqrt{\\operatorname{mean}_\\theta W_2^2(\\theta^\\top a, \\theta^\\top b)}$.")
+     "sqrt(mean_theta W_2^2(theta^T a, theta^T b)) over random unit directions theta.")
     _check_point_sets(a, b); _check_n(n_projections, 'n_projections')
     g = generator if generator is not None else make_generator(0)
     dt = torch.float64 if torch.float64 in (a.dtype, b.dtype) else torch.float32

@@ -11,7 +11,6 @@ __all__ = ['CLASSIFIER_CACHE_VERSION', 'check_positive_int', 'ImageClassifier', 
 import hashlib, json, os, warnings
 from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -220,7 +219,7 @@ def confusion_matrix(classifier: ImageClassifier, # e.g. from `digits_classifier
                      labels: torch.Tensor, # requested (or true) labels (N,)
                      batch_size: int = 500,
                     ) -> torch.Tensor: # (num_classes, num_classes) int64: row = requested, column = predicted
-    "Counts $C_{jk}$ of images with label $j$ that the classifier reads as class $k$."
+    "Counts C[j, k] of images with label j that the classifier reads as class k."
     _check_labelled(classifier, images, labels)
     K = classifier.num_classes
     pred = classifier_logits(classifier, images, batch_size).argmax(1)           # arg max_k f(x_i)_k, (N,)
@@ -263,7 +262,7 @@ def _check_gaussians(mu1, sigma1, mu2, sigma2):
 
 # %% ../nbs/11_metrics.ipynb #ee77a2a8
 def _sqrt_psd(s):
-    "The symmetric square root $V \\Lambda^{1/2} V^\\top$ of a symmetric PSD matrix $s = V \\Lambda V^\\top$."
+    "The symmetric square root V Lambda^(1/2) V^T of a symmetric PSD matrix s = V Lambda V^T."
     lam, V = torch.linalg.eigh(s)
     return (V * lam.clamp_min(0).sqrt()) @ V.T
 
@@ -272,7 +271,7 @@ def frechet_distance(mu1, # mean of the first Gaussian, shape (D,); a tensor or 
                      mu2, # mean of the second Gaussian, shape (D,)
                      sigma2, # its covariance, shape (D, D)
                     ) -> float:
-    "Squared Fréchet distance of $\\mathcal N(\\mu_1, \\Sigma_1)$ and $\\mathcal N(\\mu_2, \\Sigma_2)$."
+    "Squared Fréchet distance of N(mu1, sigma1) and N(mu2, sigma2)."
     mu1, s1, mu2, s2 = _check_gaussians(mu1, sigma1, mu2, sigma2)
     r1 = _sqrt_psd((s1 + s1.T) / 2)                                          # Σ1^(1/2)
     M = r1 @ s2 @ r1                                                         # symmetric PSD

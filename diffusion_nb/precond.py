@@ -35,7 +35,7 @@ def _check_precond(sde, sigma_data):
 
 # %% ../nbs/15_precond.ipynb #30ce6fda
 class PreconditionedEps(nn.Module):
-    r"Karras et al.'s preconditioning: $\frac{s}{\tau^2}x_t - \frac{m\sigma_d}{\tau}F_\theta(x_t/\tau, t)$."
+    "Karras et al.'s preconditioning: (s / tau^2) x_t - (m sigma_d / tau) F_theta(x_t / tau, t)."
     def __init__(self,
                  model: nn.Module, # F_theta(x, t[, y]) of x's shape: any noise-predictor architecture
                  sde: SDE, # supplies m(t) and s(t) = sqrt(v(t)) through `marginal`

@@ -44,7 +44,7 @@ def perturbed_score(mixture: GaussianMixture, # the data distribution p(x0)
                     scale: float | torch.Tensor = 1.0, # a > 0: a float, or (N,) one per row
                     std: float | torch.Tensor = 0.0, # s >= 0: a float, or (N,) one per row
                    ) -> torch.Tensor: # (N, D)
-    r"The exact score of $a x_0 + s\varepsilon$, $x_0$ from the mixture, rescaled to the DDPM perturbation."
+    "The exact score of a * x0 + s * eps, x0 from the mixture, rescaled to the DDPM perturbation."
     x64 = mixture._check_x(x)
     a = _check_level(scale, 'scale', len(x)).to(x.device)
     s = _check_level(std, 'std', len(x), True).to(x.device)
@@ -58,7 +58,7 @@ def esm_loss(score_fn, # the model s(x): (N, D) -> (N, D)
              x: torch.Tensor, # points from p, shape (N, ...)
              target: torch.Tensor, # the true score grad log p(x), same shape
             ) -> torch.Tensor: # (N,)
-    r"Explicit score matching per example: $\frac12\lVert s(x) - \nabla\log p(x)\rVert^2$."
+    "Explicit score matching per example: 1/2 ||s(x) - grad_x log p(x)||^2."
     _check_shape_like(target, 'target', x, 'x')
     return 0.5 * (score_fn(x) - target).pow(2).flatten(1).sum(1)
 
@@ -68,7 +68,7 @@ def dsm_loss(score_fn, # the model s(x): (N, D) -> (N, D)
              sigma: float | torch.Tensor, # noise level > 0: a float, or (N,) one per example
              eps: torch.Tensor, # standard normal noise of x0's shape
             ) -> torch.Tensor: # (N,)
-    r"Denoising score matching: $\frac12\lVert s(x_0+\sigma\varepsilon)+\varepsilon/\sigma\rVert^2$."
+    "Denoising score matching: 1/2 ||s(x0 + sigma * eps) + eps / sigma||^2."
     _check_shape_like(eps, 'eps', x0, 'x0')
     sig = expand_like(_check_level(sigma, 'sigma', len(x0)).to(x0), x0)
     return 0.5 * (score_fn(x0 + sig * eps) + eps / sig).pow(2).flatten(1).sum(1)
@@ -79,7 +79,7 @@ def langevin_step(x: torch.Tensor, # current points, shape (B, ...)
                   step_size: float | torch.Tensor, # delta > 0: a float, or (B,) one per example
                   generator: torch.Generator | None = None, # draws z; on x's device
                  ) -> torch.Tensor:
-    r"Unadjusted Langevin step $x + \frac\delta2\,\mathrm{score} + \sqrt\delta\,z$, $z$ standard normal."
+    "Unadjusted Langevin step x + delta/2 * score + sqrt(delta) * z, z standard normal."
     _check_shape_like(score, 'score', x, 'x')
     d = expand_like(_check_level(step_size, 'step_size', len(x)).to(x), x)
     z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -101,7 +101,7 @@ def langevin_dynamics(score_fn, # grad log p: (B, ...) -> (B, ...)
                       generator: torch.Generator | None = None, # draws all noise; on x's device
                       return_trajectory: bool = False, # also return [x_0, ..., x_K]
                      ):
-    r"Unadjusted Langevin dynamics, `n_steps` of $x \gets x + \frac\delta2\nabla\log p(x) + \sqrt\delta\,z$."
+    "Unadjusted Langevin dynamics, `n_steps` of x <- x + delta/2 * grad log p(x) + sqrt(delta) * z."
     check_count(n_steps, 'n_steps')
     trajectory = [x]
     for _ in range(n_steps):
@@ -132,7 +132,7 @@ def ncsn_sigmas(sigma_min: float = 0.01, # sigma_L > 0, the smallest level
 
 # %% ../nbs/13_score.ipynb #29596025
 class OracleScore(nn.Module):
-    r"The exact noise-conditional score $\nabla\log q_\sigma$ of a Gaussian mixture, as a model `(x, sigma)`."
+    "The exact noise-conditional score grad_x log q_sigma(x) of a Gaussian mixture, as a model `(x, sigma)`."
     def __init__(self, mixture: GaussianMixture): super().__init__(); self.mixture = mixture
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, y=None) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=torch.float64)
@@ -145,7 +145,7 @@ def tweedie_denoise(score_model, # noise-conditional score model(x, sigma)
                     x: torch.Tensor, # noisy points x0 + sigma eps, shape (B, ...)
                     sigma: float, # their noise level
                    ) -> torch.Tensor:
-    r"Tweedie's formula $\mathbb E[x_0 \mid \tilde x] = \tilde x + \sigma^2\,\nabla\log q_\sigma(\tilde x)$."
+    "Tweedie's formula E[x0 | x] = x + sigma^2 * grad log q_sigma(x), for noisy x = x0 + sigma * eps."
     s = torch.full((len(x),), float(sigma), device=x.device, dtype=x.dtype)
     return x + sigma ** 2 * score_model(x, s)
 
@@ -183,7 +183,7 @@ def annealed_langevin(score_model, # noise-conditional score model(x, sigma), si
                       return_trajectory: bool = False, # also return [x_init, ..., x_L], one per level
                       progress: bool = False, # show a progress bar over the levels
                      ):
-    r"Annealed Langevin dynamics, Song & Ermon's Algorithm 1, $\delta_i = \epsilon\,\sigma_i^2/\sigma_L^2$."
+    "Annealed Langevin dynamics, Song & Ermon's Algorithm 1, delta_i = eps * sigma_i^2 / sigma_L^2."
     sig = _check_annealed(sigmas, n_steps_each, eps)
     x = _annealed_start(shape, sig[0].item(), x_init, generator)
     trajectory, s_L = [x], sig[-1].item()
@@ -201,7 +201,7 @@ def _check_positive_levels(sigma: torch.Tensor):
 
 # %% ../nbs/13_score.ipynb #d68f2e1e
 class NoiseConditionalScoreMLP(nn.Module):
-    r"$s_\theta(x, \sigma) = -\epsilon_\theta(x, c\log\sigma)/\sigma$, $\epsilon_\theta$ a residual MLP."
+    "s_theta(x, sigma) = -eps_theta(x, c log(sigma)) / sigma, eps_theta a residual MLP."
     def __init__(self,
                  dim: int = 2, # data dimension D
                  width: int = 128, # hidden width
@@ -222,7 +222,7 @@ def ncsn_loss(model, # noise-conditional score model(x, sigma)
               sigmas: torch.Tensor, # the L noise levels
               generator: torch.Generator | None = None, # draws levels and noise; on x0's device
              ) -> torch.Tensor: # scalar
-    r"Song and Ermon's objective: DSM weighted by $\lambda = \sigma^2$, $\sigma$ uniform over the levels."
+    "Song and Ermon's objective: DSM weighted by lambda = sigma^2, sigma uniform over the levels."
     sig_all = torch.as_tensor(sigmas, device=x0.device, dtype=x0.dtype)
     idx = torch.randint(0, len(sig_all), (len(x0),), generator=generator, device=x0.device)
     sig = sig_all[idx]                                                           # (B,)
@@ -230,12 +230,6 @@ def ncsn_loss(model, # noise-conditional score model(x, sigma)
     return (sig ** 2 * dsm_loss(lambda x: model(x, sig), x0, sig, eps)).mean()
 
 # %% ../nbs/13_score.ipynb #f684a435
-class _OnDevice(nn.Module):
-    "Stand-in for `train_ddpm`'s schedule, which it only asks for its device (`.betas.device`)."
-    def __init__(self, device):
-        super().__init__()
-        self.register_buffer('betas', torch.empty(0, device=device))
-
 def train_score_model(model: nn.Module, # the model to train (in place)
                       loss_fn, # loss_fn(model, x0, generator) -> scalar, e.g. `ncsn_loss`
                       data: torch.Tensor, # (N, ...) training set
@@ -244,7 +238,7 @@ def train_score_model(model: nn.Module, # the model to train (in place)
                       **kwargs, # to `train_ddpm`: steps, batch_size, lr, warmup, ema_decay, seed, progress
                      ) -> tuple[nn.Module, list[float]]:
     "Train a score model with `train_ddpm`'s loop (AdamW, warm-up, cosine decay, EMA): EMA model, losses."
-    return train_ddpm(model, _OnDevice(torch.device(device) if device is not None else data.device), data,
+    return train_ddpm(model, None, data if device is None else data.to(device),
                       loss_fn=lambda m, _, x0, y, generator: loss_fn(m, x0, generator), **kwargs)
 
 # %% ../nbs/13_score.ipynb #86b38590
@@ -255,7 +249,7 @@ def _check_noise(noise):
 
 # %% ../nbs/13_score.ipynb #ff3bf24d
 class ScoreFromEps(nn.Module):
-    r"The score model $-\epsilon_\theta(x_t, t)/\mathrm{std}(t)$ of a noise predictor $\epsilon_\theta$."
+    "The score model -eps_theta(x_t, t) / std(t) of a noise predictor eps_theta."
     def __init__(self,
                  model: nn.Module, # eps-predicting model(x_t, t[, y])
                  noise, # a `NoiseSchedule` (std = sqrt(1 - alpha_bar_t)), or an object with `marginal_std(t)`

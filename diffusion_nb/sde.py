@@ -27,27 +27,28 @@ def _check_range(lo, hi, lo_name, hi_name):
     if not lo < hi:
         raise ValueError(f"{hi_name}: expected {hi_name} > {lo_name}, got {lo_name}={lo!r}, {hi_name}={hi!r}")
 
-def _check_times(t, T: float, n: int | None = None) -> torch.Tensor:
-    "`t` as float64, 0-d or (n,), after checking it lies in [0, T]."
+def _check_times(t, t_end: float, n: int | None = None) -> torch.Tensor:
+    "`t` as float64, 0-d or (n,), after checking it lies in [0, t_end]."
     try: t = torch.as_tensor(t, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as e:
-        raise ValueError(f"t: expected times in [0, {T}], got {t!r}") from e
+        raise ValueError(f"t: expected times in [0, {t_end}], got {t!r}") from e
     if not (t.ndim == 0 or (t.ndim == 1 and (n is None or t.shape[0] == n))):
         raise ValueError(f"t: expected a float or shape ({n},) to match the batch, got {tuple(t.shape)}")
-    bad = ~((t >= 0) & (t <= T))                                                 # also catches NaN
+    bad = ~((t >= 0) & (t <= t_end))                                              # also catches NaN
     if bad.any():
-        raise ValueError(f"t: expected times in [0, {T}], got {t.reshape(-1)[bad.reshape(-1)][:3].tolist()}")
+        raise ValueError(f"t: expected times in [0, {t_end}], got "
+                         f"{t.reshape(-1)[bad.reshape(-1)][:3].tolist()}")
     return t
 
 # %% ../nbs/14_sde.ipynb #1bc54e78
 class SDE:
-    r"A forward SDE $\mathrm dx = f\,\mathrm dt + g\,\mathrm dw$ on $t \in [0, 1]$ with Gaussian marginals."
-    T = 1.0 # the end of the time range [0, T]
+    "A forward SDE dx = f dt + g dw on t in [0, 1] with Gaussian marginals."
+    t_end = 1.0 # T, the end of the time range [0, T] (a NoiseSchedule's T counts steps)
     prior_std = 1.0 # the prior is N(0, prior_std^2 I)
 
     def check_t(self, t, n: int | None = None) -> torch.Tensor:
-        "`t` as float64, 0-d or (n,), after checking it lies in [0, T]."
-        return _check_times(t, self.T, n)
+        "`t` as float64, 0-d or (n,), after checking it lies in [0, t_end]."
+        return _check_times(t, self.t_end, n)
 
     def beta_int(self, t): raise NotImplementedError
     def drift_coef(self, t): "f(x, t) = drift_coef(t) * x"; return torch.zeros_like(t)
@@ -94,7 +95,7 @@ def _check_ddpm_beta(b: torch.Tensor):
 
 # %% ../nbs/14_sde.ipynb #a61191ff
 class VPSDE(SDE):
-    r"VP, the limit of DDPM: $\mathrm dx = -\frac12\beta(t)x\,\mathrm dt + \sqrt{\beta(t)}\,\mathrm dw$."
+    "VP, the limit of DDPM: dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw."
     def __init__(self,
                  beta_min: float = 0.1, # beta(0); DDPM's beta_1 times N = 1000
                  beta_max: float = 20.0, # beta(1); DDPM's beta_N times N = 1000
@@ -117,7 +118,7 @@ class VPSDE(SDE):
 
 # %% ../nbs/14_sde.ipynb #44660e82
 class SubVPSDE(VPSDE):
-    r"sub-VP: the VP drift with $g^2 = \beta(t)(1 - e^{-2B(t)})$; marginal variance $(1 - e^{-B(t)})^2$."
+    "sub-VP: the VP drift with g^2 = beta(t) (1 - exp(-2 B(t))); marginal variance (1 - exp(-B(t)))^2."
     def g2(self, t): return self.beta(t) * -torch.expm1(-2 * self.beta_int(t))
     def var(self, t): return torch.expm1(-self.beta_int(t)) ** 2
     def discretize(self, x, t, dt):
@@ -126,7 +127,7 @@ class SubVPSDE(VPSDE):
 
 # %% ../nbs/14_sde.ipynb #066a23ec
 class VESDE(SDE):
-    r"Variance exploding (the limit of NCSN): $\mathrm dx = \sqrt{\mathrm d\sigma^2/\mathrm dt}\;\mathrm dw$."
+    "Variance exploding (the limit of NCSN): dx = sqrt(d sigma(t)^2 / dt) dw."
     def __init__(self,
                  sigma_min: float = 0.01, # sigma(0)
                  sigma_max: float = 50.0, # sigma(1), the prior's std: much larger than the data
@@ -157,7 +158,7 @@ def make_sde(name: str, # one of `SDE_NAMES`
 
 # %% ../nbs/14_sde.ipynb #60704ae6
 class OracleSDEScore(nn.Module):
-    r"The exact score $\nabla\log p_t(x)$ of a Gaussian mixture diffused by `sde`, as a model `(x, t)`."
+    "The exact score grad_x log p_t(x) of a Gaussian mixture diffused by `sde`, as a model `(x, t)`."
     def __init__(self, mixture: GaussianMixture, sde: SDE):
         super().__init__()
         self.mixture, self.sde = mixture, sde
@@ -172,10 +173,10 @@ class OracleSDEScore(nn.Module):
 def reverse_drift(score_model, # score model(x, t), t of shape (B,)
                   sde: SDE,
                   x: torch.Tensor, # (B, ...)
-                  t, # a float or (B,) times in [0, T]
+                  t, # a float or (B,) times in [0, t_end]
                   probability_flow: bool = False, # the ODE drift f - g^2 s / 2 instead of the SDE's f - g^2 s
                  ) -> torch.Tensor:
-    r"Drift of the reverse SDE, $f - g^2 s_\theta$, or of the probability-flow ODE, $f - g^2 s_\theta/2$."
+    "Drift of the reverse SDE, f - g^2 s_theta, or of the probability-flow ODE, f - g^2 s_theta / 2."
     t = sde.check_t(t, len(x)).to(x.device)
     t = t.expand(len(x)) if t.ndim == 0 else t
     f, g = sde.sde(x, t)
@@ -183,11 +184,11 @@ def reverse_drift(score_model, # score model(x, t), t of shape (B,)
 
 # %% ../nbs/14_sde.ipynb #56ddca3c
 def _time_grid(sde, steps, t_min):
-    "`steps` equal intervals from T down to `t_min`, as a list of floats."
+    "`steps` equal intervals from t_end down to `t_min`, as a list of floats."
     check_count(steps, 'steps')
-    if not (isinstance(t_min, numbers.Real) and 0 <= t_min < sde.T):
-        raise ValueError(f"t_min: expected a time in [0, {sde.T}), got {t_min!r}")
-    return torch.linspace(sde.T, t_min, steps + 1, dtype=torch.float64).tolist()
+    if not (isinstance(t_min, numbers.Real) and 0 <= t_min < sde.t_end):
+        raise ValueError(f"t_min: expected a time in [0, {sde.t_end}), got {t_min!r}")
+    return torch.linspace(sde.t_end, t_min, steps + 1, dtype=torch.float64).tolist()
 
 def _start(sde, shape, x_T, generator):
     "The prior sample a sampler starts from: `x_T` if given (checked against `shape`), else a fresh draw."
@@ -217,7 +218,7 @@ def sample_euler_maruyama(score_model, # score model(x, t)
                           return_trajectory: bool = False, # also return [x_T, ..., x_{t_min}]
                           progress: bool = False, # show a progress bar
                          ):
-    r"Euler-Maruyama for the reverse SDE $\mathrm dx = [f - g^2 s_\theta]\,\mathrm dt + g\,\mathrm d\bar w$."
+    "Euler-Maruyama for the reverse-time SDE dx = [f - g^2 s_theta] dt + g dw_bar, time running backwards."
     ts = _time_grid(sde, steps, t_min)
     x = _start(sde, shape, x_T, generator)
     trajectory = [x]
@@ -239,7 +240,7 @@ def _check_pc(snr, n_corrector):
         raise ValueError(f"n_corrector: expected an integer >= 0, got {n_corrector!r}")
 
 def _mean_normal_norm(D: int) -> float:
-    r"$\mathbb E\lVert z\rVert$, $z \sim \mathcal N(0, I_D)$: $\sqrt2\,\Gamma(\frac{D+1}2)/\Gamma(\frac D2)$."
+    "E||z|| for z ~ N(0, I_D): sqrt(2) Gamma((D + 1)/2) / Gamma(D/2)."
     return math.sqrt(2) * math.exp(math.lgamma((D + 1) / 2) - math.lgamma(D / 2))
 
 # %% ../nbs/14_sde.ipynb #91b7d0de
@@ -350,24 +351,24 @@ def sample_ode(score_model, # score model(x, t)
                x_T: torch.Tensor | None = None, # start from this prior sample, not a fresh draw
                return_nfe: bool = False, # also return the number of score evaluations
               ):
-    r"Solve the probability-flow ODE $\mathrm dx/\mathrm dt = f - \tfrac12 g^2 s_\theta$ from 1 to `t_min`."
+    "Solve the probability-flow ODE dx/dt = f - 1/2 g^2 s_theta from 1 to `t_min`."
     _check_ode_method(method, steps)
     ts = _time_grid(sde, steps if method == 'heun' else 1, t_min)
     x = _start(sde, shape, x_T, generator)
     func = lambda y, t: reverse_drift(score_model, sde, y, t, probability_flow=True)
     if method == 'heun': x, nfe = odeint_heun(func, x, ts), 2 * steps
-    else: x, nfe = odeint_dopri5(func, x, sde.T, t_min, rtol=rtol, atol=atol)
+    else: x, nfe = odeint_dopri5(func, x, sde.t_end, t_min, rtol=rtol, atol=atol)
     return (x, nfe) if return_nfe else x
 
 # %% ../nbs/14_sde.ipynb #a4491b17
 def _div_exact(drift, y):
-    r"$\nabla\cdot\tilde f = \sum_d \partial\tilde f_d/\partial y_d$, one backward pass per dimension: (B,)."
+    "The divergence sum_d d drift_d / d y_d, one backward pass per dimension: (B,)."
     flat, D = drift.flatten(1), y[0].numel()
     return sum(torch.autograd.grad(flat[:, d].sum(), y, retain_graph=d < D - 1)[0].flatten(1)[:, d]
                for d in range(D))
 
 def _div_hutchinson(drift, y, z):
-    r"Hutchinson's estimate $z^\top J z$ of $\nabla\cdot\tilde f$, one backward pass: (B,)."
+    "Hutchinson's estimate z^T J z of the divergence (J the Jacobian of drift in y), one backward pass: (B,)."
     return (torch.autograd.grad((drift * z).sum(), y)[0] * z).flatten(1).sum(1)
 
 # %% ../nbs/14_sde.ipynb #535001b1
@@ -388,7 +389,7 @@ def log_likelihood(score_model, # score model(x, t)
                    generator: torch.Generator | None = None, # draws Hutchinson's signs
                    return_nfe: bool = False, # also return the number of drift evaluations
                   ):
-    r"$\log p_{t_\min}(x)$ in nats, (B,): instantaneous change of variables along the probability-flow ODE."
+    "log p_t(x) at t = t_min in nats, (B,): instantaneous change of variables along the probability-flow ODE."
     _check_choice(divergence, DIVERGENCES, 'divergence')
     _time_grid(sde, 1, t_min)                                                   # checks t_min
     B, D = len(x), x[0].numel()
@@ -400,7 +401,7 @@ def log_likelihood(score_model, # score model(x, t)
             div = _div_exact(drift, y) if divergence == 'exact' else _div_hutchinson(drift, y, z)
         return torch.cat([drift.detach().flatten(1), div.detach()[:, None]], 1)
     state0 = torch.cat([x.flatten(1), x.new_zeros(B, 1)], 1)
-    state1, nfe = odeint_dopri5(func, state0, t_min, sde.T, rtol=rtol, atol=atol)
+    state1, nfe = odeint_dopri5(func, state0, t_min, sde.t_end, rtol=rtol, atol=atol)
     logp = sde.prior_log_prob(state1[:, :D].reshape(x.shape)) + state1[:, D].double()      # log p_1 + int div
     return (logp, nfe) if return_nfe else logp
 
@@ -414,7 +415,7 @@ def _check_bytes(x_bytes):
 def dequantize(x_bytes: torch.Tensor, # uint8 data, any shape
                generator: torch.Generator | None = None, # draws the uniform noise; on the data's device
               ) -> torch.Tensor: # float32 in [-1 - 1/255, 1 + 1/255]
-    r"Uniform dequantisation, $k/127.5 - 1 + u$ with $u$ uniform on the byte's cell $\pm\frac1{255}$."
+    "Uniform dequantisation, k/127.5 - 1 + u with u uniform on the byte's cell [-1/255, 1/255]."
     _check_bytes(x_bytes)
     u = torch.rand(x_bytes.shape, generator=generator, device=x_bytes.device) - 0.5
     return (x_bytes.float() + u) / 127.5 - 1
@@ -423,7 +424,7 @@ def dequantize(x_bytes: torch.Tensor, # uint8 data, any shape
 def bits_per_dim(log_p: torch.Tensor, # log-density (nats) of dequantised points on the [-1, 1] scale, (B,)
                  dims: int, # D, the number of dimensions of one example
                 ) -> torch.Tensor: # (B,)
-    r"Bits per dimension of 8-bit data, $(-\log p / D + \log 127.5)/\log 2$: the change of units included."
+    "Bits per dimension of 8-bit data, (-log p / D + log 127.5) / log 2: the change of units included."
     check_count(dims, 'dims')
     return (-log_p / dims + math.log(127.5)) / math.log(2)
 
@@ -432,8 +433,8 @@ LOSS_WEIGHTINGS = ('sigma2', 'likelihood', 'none')
 
 def _check_loss_args(sde, weighting, t_min):
     _check_choice(weighting, LOSS_WEIGHTINGS, 'weighting')
-    if not (isinstance(t_min, numbers.Real) and 0 < t_min < sde.T):
-        raise ValueError(f"t_min: expected a time in (0, {sde.T}), got {t_min!r}")
+    if not (isinstance(t_min, numbers.Real) and 0 < t_min < sde.t_end):
+        raise ValueError(f"t_min: expected a time in (0, {sde.t_end}), got {t_min!r}")
 
 # %% ../nbs/14_sde.ipynb #582c7c8e
 def sde_loss(score_model, # score model(x, t)
@@ -443,10 +444,10 @@ def sde_loss(score_model, # score model(x, t)
              weighting: str = 'sigma2', # lambda(t): 'sigma2' (v(t)), 'likelihood' (g(t)^2) or 'none' (1)
              t_min: float = 1e-3, # t is uniform on [t_min, 1]
             ) -> torch.Tensor: # scalar
-    r"Continuous-time DSM: $\mathbb E_t\,\lambda(t)\,\frac12\lVert s_\theta(x_t, t) + \varepsilon/s\rVert^2$."
+    "Continuous-time DSM: E_t lambda(t) 1/2 ||s_theta(x_t, t) + eps / std(t)||^2."
     _check_loss_args(sde, weighting, t_min)
     u = torch.rand(len(x0), generator=generator, device=x0.device, dtype=torch.float64)
-    t = t_min + (sde.T - t_min) * u                                             # uniform on [t_min, T]
+    t = t_min + (sde.t_end - t_min) * u                                         # uniform on [t_min, t_end]
     m, s = (expand_like(c, x0).to(x0.dtype) for c in sde.marginal(t))          # x_t | x0 ~ N(m x0, s^2 I)
     eps = _noise_like(x0, generator)
     lam = {'sigma2': s.flatten() ** 2, 'likelihood': sde.g2(t).to(x0),                  # lambda(t)

@@ -201,7 +201,8 @@ class Trainer:
 # %% ../nbs/10_train.ipynb #d8057f0f
 @patch
 def _train_step(self: Trainer) -> torch.Tensor:
-    "A step: minibatch; per micro-batch label dropout, loss (Algorithm 1); clipping, AdamW, lr, EMA -> [loss, norm]."
+    ("A step: minibatch; per micro-batch label dropout, loss (Algorithm 1 of Ho et al., 2020); clipping, "
+     "AdamW, lr, EMA -> [loss, norm].")
     c, g, K = self.config, self.generator, self.config.grad_accum
     idx = torch.randint(0, self.images.shape[0], (c.batch_size,), device=self.device,
                         generator=self.data_generator)
