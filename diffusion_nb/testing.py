@@ -17,7 +17,7 @@ def autograd_score(logp, # logp(x): (N, D) -> (N,), log-density of each row, dif
     return torch.autograd.grad(logp(x).sum(), x)[0]
 
 # %% ../nbs/00b_testing.ipynb #abc703cc
-def perturbed_mixture(mixture, # a diagonal Gaussian mixture with `weights`, `means`, `variances`
+def perturbed_mixture(mixture, # a diagonal Gaussian mixture: weights, means, variances
                       a, # the scale of x0 (a float or a 0-d tensor)
                       s, # the standard deviation of the added noise
                      ):
@@ -27,7 +27,7 @@ def perturbed_mixture(mixture, # a diagonal Gaussian mixture with `weights`, `me
 
 # %% ../nbs/00b_testing.ipynb #83fa7ba6
 def report_line(label: str, # what was run
-                report: dict, # from `mixture_report`: swd, floor, share_err_pp, width_err
+                report: dict, # from mixture_report: swd, floor, share_err_pp, width_err
                 width: int = 34, # the label's column width
                ) -> str:
     "One printed line of a mixture report: distance and noise floor, share error (pp), width error (%)."
