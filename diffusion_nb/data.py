@@ -73,7 +73,7 @@ class GaussianMixture:
 
     def __repr__(self): return f"GaussianMixture(K={self.K}, D={self.D})"
 
-    def _check_x(self, x, name='x'):
+    def check_points(self, x, name: str = 'x') -> torch.Tensor:
         "`x` as float64 after checking it is a float tensor of shape (N, D)."
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             got = type(x).__name__ + (f" of dtype {x.dtype}" if isinstance(x, torch.Tensor) else '')
@@ -90,7 +90,7 @@ class GaussianMixture:
                  x: torch.Tensor, # points, shape (N, D)
                 ) -> torch.Tensor: # log p(x), shape (N,)
         "The exact log-density log p(x) = logsumexp_k [log pi_k + log N(x; mu_k, diag(sigma_k^2))]."
-        x64 = self._check_x(x)
+        x64 = self.check_points(x)
         return _log_joint(x64, *self._params(x64)).logsumexp(1).to(x.dtype)
 
 # %% ../nbs/01_data.ipynb #163c8bcb
@@ -99,7 +99,7 @@ def responsibilities(self: GaussianMixture,
                      x: torch.Tensor, # points, shape (N, D)
                     ) -> torch.Tensor: # P(z = k | x), shape (N, K)
     "Posterior component probabilities r_k(x) = P(z=k | x) by Bayes' rule, computed with logsumexp."
-    x64 = self._check_x(x)
+    x64 = self.check_points(x)
     return _responsibilities(x64, *self._params(x64)).to(x.dtype)
 
 # %% ../nbs/01_data.ipynb #8b437521
@@ -114,7 +114,7 @@ def score(self: GaussianMixture,
           x: torch.Tensor, # points, shape (N, D)
          ) -> torch.Tensor: # grad_x log p(x), shape (N, D)
     "The exact score grad_x log p(x) = sum_k r_k(x) (mu_k - x) / sigma_k^2."
-    x64 = self._check_x(x)
+    x64 = self.check_points(x)
     return _mixture_score(x64, *self._params(x64)).to(x.dtype)
 
 # %% ../nbs/01_data.ipynb #b91c4cf4
@@ -182,7 +182,7 @@ def noised_score(self: GaussianMixture,
                  alpha_bar: float | torch.Tensor, # signal level in (0, 1]: a float, or (N,) one per row
                 ) -> torch.Tensor: # grad log q(x_t), shape (N, D)
     "The exact score grad_{x_t} log q(x_t) of the mixture noised to signal level `alpha_bar`."
-    x = self._check_x(x_t, 'x_t')
+    x = self.check_points(x_t, 'x_t')
     log_w, m_t, v_t, _ = self._noised_params(x, alpha_bar)
     return _mixture_score(x, log_w, m_t, v_t).to(x_t.dtype)
 
@@ -194,7 +194,7 @@ def eps_star(self: GaussianMixture,
             ) -> torch.Tensor: # E[eps | x_t], shape (N, D)
     ("The optimal noise predictor eps*(x_t) = E[eps | x_t] = "
      "-sqrt(1 - alpha_bar) * grad_{x_t} log q(x_t).")
-    x = self._check_x(x_t, 'x_t')
+    x = self.check_points(x_t, 'x_t')
     log_w, m_t, v_t, ab = self._noised_params(x, alpha_bar)
     return (-expand_like(1 - ab, x).sqrt() * _mixture_score(x, log_w, m_t, v_t)).to(x_t.dtype)
 
@@ -206,7 +206,7 @@ def x0_mean(self: GaussianMixture,
            ) -> torch.Tensor: # E[x0 | x_t], shape (N, D)
     ("The optimal denoiser E[x0 | x_t] = sum_k r_k(x_t) E[x0 | x_t, z=k] "
      "by per-component Gaussian conditioning.")
-    x = self._check_x(x_t, 'x_t')
+    x = self.check_points(x_t, 'x_t')
     log_w, m_t, v_t, ab = self._noised_params(x, alpha_bar)
     r = _responsibilities(x, log_w, m_t, v_t)                                 # (N, K), noised mixture
     a = expand_like(ab, x[:, None]).sqrt()                                    # () or (N, 1, 1)

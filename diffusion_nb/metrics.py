@@ -14,11 +14,11 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fastprogress.fastprogress import progress_bar
 
 from .core import get_device, make_generator, save_checkpoint, load_checkpoint, check_seed
 from .data import check_sample_count, as_float64
 from .images import load_dataset, data_root
+from .ddpm import minibatch_descent
 
 # %% ../nbs/11_metrics.ipynb #e3335d82
 def check_positive_int(v, name: str) -> None:
@@ -132,17 +132,14 @@ def train_classifier(images: torch.Tensor, # training images (N, C, S, S) in [-1
     x, y = images.to(dev, torch.float32), labels.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    g = make_generator(seed, dev)
-    for _ in (progress_bar(range(steps), leave=False) if progress else range(steps)):
-        idx = torch.randint(0, len(x), (batch_size,), device=dev, generator=g)
+    def batch_loss(idx, g):
         xb = x[idx]
         if noise > 0:                                            # a noise level per image, up to `noise`
             s = noise * torch.rand(batch_size, 1, 1, 1, device=dev, generator=g)
             xb = (xb + s * torch.randn(xb.shape, device=dev, generator=g)).clamp(-1, 1)
-        loss = F.cross_entropy(model(xb), y[idx])                # -log softmax(f(x))_y
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step(); sched.step()
+        return F.cross_entropy(model(xb), y[idx])                # -log softmax(f(x))_y
+    minibatch_descent(model, batch_loss, len(x), opt, sched, steps=steps, batch_size=batch_size,
+                      generator=make_generator(seed, dev), progress=progress)
     return model.eval()
 
 # %% ../nbs/11_metrics.ipynb #a602ef44

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['VARIANCES', 'mu_tilde', 'x0_from_eps', 'eps_from_x0', 'mu_from_eps', 'eps_part', 'learned_log_variance',
-           'p_mean_variance', 'OracleEps', 'sample_ddpm']
+           'p_mean_variance', 'sample_ddpm']
 
 # %% ../nbs/05_posterior.ipynb #7e1f092c
 import torch
@@ -12,7 +12,6 @@ from torch import nn
 from fastprogress.fastprogress import progress_bar
 
 from .core import expand_like
-from .data import GaussianMixture
 from .schedules import NoiseSchedule
 
 # %% ../nbs/05_posterior.ipynb #642f969d
@@ -116,19 +115,6 @@ def p_mean_variance(model: nn.Module, # model(x_t, t[, y]): eps, or eps and v on
     if clip_x0:
         return mu_tilde(schedule, x0_from_eps(schedule, x_t, t, eps).clamp(-1, 1), x_t, t), sigma2
     return mu_from_eps(schedule, x_t, t, eps), sigma2
-
-# %% ../nbs/05_posterior.ipynb #ad007c60
-class OracleEps(nn.Module):
-    "The exact optimal noise predictor E[eps | x_t] of a Gaussian mixture, as a model `(x_t, t) -> eps`."
-    def __init__(self, mixture: GaussianMixture, schedule: NoiseSchedule):
-        super().__init__()
-        self.mixture = mixture
-        self.register_buffer('alpha_bar', schedule.alpha_bar.double().clone())
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        alpha_bar = self.alpha_bar[t]
-        # A sampler's step has one t for the whole batch: a scalar lets the oracle share one mixture (fast).
-        if bool((t == t[0]).all()): alpha_bar = alpha_bar[0].item()
-        return self.mixture.eps_star(x_t, alpha_bar)
 
 # %% ../nbs/05_posterior.ipynb #376336df
 def _check_sample_args(variance, shape, x_T):

@@ -4,19 +4,17 @@
 
 # %% auto #0
 __all__ = ['SDE_NAMES', 'ODE_METHODS', 'DIVERGENCES', 'LOSS_WEIGHTINGS', 'SDE', 'VPSDE', 'SubVPSDE', 'VESDE', 'make_sde',
-           'OracleSDEScore', 'reverse_drift', 'sample_euler_maruyama', 'sample_pc', 'odeint_heun', 'odeint_dopri5',
-           'sample_ode', 'log_likelihood', 'dequantize', 'bits_per_dim', 'sde_loss']
+           'reverse_drift', 'sample_euler_maruyama', 'sample_pc', 'odeint_heun', 'odeint_dopri5', 'sample_ode',
+           'log_likelihood', 'dequantize', 'bits_per_dim', 'sde_loss']
 
 # %% ../nbs/14_sde.ipynb #7f19c2f3
 import math, numbers
 
 import torch
-from torch import nn
 from fastprogress.fastprogress import progress_bar
 
 from .core import expand_like
-from .data import GaussianMixture
-from .score import perturbed_score, langevin_step, check_count
+from .score import langevin_step, check_count
 
 # %% ../nbs/14_sde.ipynb #1a352b2c
 def _check_range(lo, hi, lo_name, hi_name):
@@ -155,19 +153,6 @@ def make_sde(name: str, # one of `SDE_NAMES`
     "An SDE by name: 'vp' (`VPSDE`), 'subvp' (`SubVPSDE`) or 've' (`VESDE`)."
     if name not in SDE_NAMES: raise ValueError(f"name: expected one of {SDE_NAMES}, got {name!r}")
     return {'vp': VPSDE, 'subvp': SubVPSDE, 've': VESDE}[name](**kwargs)
-
-# %% ../nbs/14_sde.ipynb #60704ae6
-class OracleSDEScore(nn.Module):
-    "The exact score grad_x log p_t(x) of a Gaussian mixture diffused by `sde`, as a model `(x, t)`."
-    def __init__(self, mixture: GaussianMixture, sde: SDE):
-        super().__init__()
-        self.mixture, self.sde = mixture, sde
-
-    def forward(self, x: torch.Tensor, t, y=None) -> torch.Tensor:
-        t = self.sde.check_t(t, len(x))
-        if t.ndim == 1 and bool((t == t[0]).all()): t = t[0]     # one time for the batch: one mixture (fast)
-        m, s = self.sde.marginal(t)                              # p_t: the mixture scaled by m, noised by s
-        return perturbed_score(self.mixture, x, m, s)
 
 # %% ../nbs/14_sde.ipynb #dfbc97c5
 def reverse_drift(score_model, # score model(x, t), t of shape (B,)
