@@ -89,15 +89,36 @@ def x0_mean(self: GaussianMixture,
     post = mu + a * var / v_t * (x[:, None] - a * mu)                         # (N, K, D): E[x0 | x_t, z=k]
     return (r[..., None] * post).sum(1).to(x_t.dtype)
 
+# %% ../nbs/04b_oracle.ipynb #1c9138b6
+def _alpha_bar_table(mixture, schedule):
+    "The schedule's alpha_bar in float64, after checking the arguments of a discrete-time oracle."
+    if not isinstance(mixture, GaussianMixture):
+        raise ValueError(f"mixture: expected a GaussianMixture, got {type(mixture).__name__}")
+    if not isinstance(schedule, NoiseSchedule):
+        raise ValueError(f"schedule: expected a NoiseSchedule (see make_schedule), "
+                         f"got {type(schedule).__name__}")
+    return schedule.alpha_bar.double().clone()
+
+def _check_timesteps(t, n, T):
+    "(n,) integer timesteps in [0, T): one per row of the batch."
+    if (not isinstance(t, torch.Tensor) or t.shape != (n,) or t.is_floating_point() or t.is_complex()
+            or t.dtype == torch.bool):
+        got = f"{t.dtype} of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"t: expected ({n},) integer timesteps, one per row, got {got}")
+    if n and (t.min() < 0 or t.max() >= T):
+        raise ValueError(f"t: expected timesteps in [0, {T}), "
+                         f"got values in [{t.min().item()}, {t.max().item()}]")
+    return t
+
 # %% ../nbs/04b_oracle.ipynb #110363dc
 class OracleEps(nn.Module):
     "The exact optimal noise predictor E[eps | x_t] of a Gaussian mixture, as a model `(x_t, t) -> eps`."
     def __init__(self, mixture: GaussianMixture, schedule: NoiseSchedule):
         super().__init__()
+        self.register_buffer('alpha_bar', _alpha_bar_table(mixture, schedule))
         self.mixture = mixture
-        self.register_buffer('alpha_bar', schedule.alpha_bar.double().clone())
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        alpha_bar = self.alpha_bar[t]
+        alpha_bar = self.alpha_bar[_check_timesteps(t, len(x_t), len(self.alpha_bar))]
         # A sampler's step has one t for the whole batch: a scalar lets the oracle share one mixture (fast).
         if bool((t == t[0]).all()): alpha_bar = alpha_bar[0].item()
         return self.mixture.eps_star(x_t, alpha_bar)
@@ -115,14 +136,15 @@ class OracleConditionalEps(nn.Module):
     "Exact E[eps | x_t, y] of a labelled Gaussian mixture (class = component); null label K: E[eps | x_t]."
     def __init__(self, mixture: GaussianMixture, schedule: NoiseSchedule):
         super().__init__()
+        self.register_buffer('alpha_bar', _alpha_bar_table(mixture, schedule))
         self.mixture, self.num_classes = mixture, mixture.K
         self.components = [GaussianMixture([1.0], mixture.means[k:k + 1], mixture.variances[k:k + 1])
                            for k in range(mixture.K)]                         # component k on its own
-        self.register_buffer('alpha_bar', schedule.alpha_bar.double().clone())
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         y = _oracle_labels(y, x_t.shape[0], self.num_classes, x_t.device)
-        alpha_bar, out = self.alpha_bar[t], torch.empty_like(x_t)
+        alpha_bar = self.alpha_bar[_check_timesteps(t, x_t.shape[0], len(self.alpha_bar))]
+        out = torch.empty_like(x_t)
         for k, dist in enumerate(self.components + [self.mixture]):          # k = K: the whole mixture
             rows = y == k
             if rows.any(): out[rows] = dist.eps_star(x_t[rows], alpha_bar[rows])
@@ -132,16 +154,17 @@ class OracleClassifier(nn.Module):
     "Exact log p(y | x_t) of a labelled Gaussian mixture: the noised mixture's log-responsibilities, (B, K)."
     def __init__(self, mixture: GaussianMixture, schedule: NoiseSchedule):
         super().__init__()
-        self.num_classes = mixture.K
+        self.register_buffer('alpha_bar', _alpha_bar_table(mixture, schedule))
+        self.mixture, self.num_classes = mixture, mixture.K
         self.register_buffer('log_w', mixture.weights.log())
         self.register_buffer('means', mixture.means.clone())
         self.register_buffer('variances', mixture.variances.clone())
-        self.register_buffer('alpha_bar', schedule.alpha_bar.double().clone())
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        ab = self.alpha_bar[t][:, None, None]                                  # (B, 1, 1)
+        x = self.mixture.check_points(x_t, 'x_t')
+        ab = self.alpha_bar[_check_timesteps(t, len(x), len(self.alpha_bar))][:, None, None]    # (B, 1, 1)
         mean, var = ab.sqrt() * self.means, ab * self.variances + (1 - ab)     # (B, K, D)
-        ell = self.log_w - 0.5 * ((x_t.double()[:, None] - mean) ** 2 / var
+        ell = self.log_w - 0.5 * ((x[:, None] - mean) ** 2 / var
                                   + torch.log(2 * math.pi * var)).sum(-1)      # ℓ_k(x_t), (B, K)
         return F.log_softmax(ell, dim=1).to(x_t.dtype)                         # ℓ_k - logsumexp_j ℓ_j
 
@@ -182,7 +205,12 @@ def perturbed_score(mixture: GaussianMixture, # the data distribution p(x0)
 # %% ../nbs/04b_oracle.ipynb #665a9f7b
 class OracleScore(nn.Module):
     "The exact noise-conditional score grad_x log q_sigma(x) of a Gaussian mixture, as a model `(x, sigma)`."
-    def __init__(self, mixture: GaussianMixture): super().__init__(); self.mixture = mixture
+    def __init__(self, mixture: GaussianMixture):
+        super().__init__()
+        if not isinstance(mixture, GaussianMixture):
+            raise ValueError(f"mixture: expected a GaussianMixture, got {type(mixture).__name__}")
+        self.mixture = mixture
+
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, y=None) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=torch.float64)
         # a sampler's step has one level for the whole batch: as a scalar, one mixture serves every row
@@ -197,6 +225,13 @@ class OracleSDEScore(nn.Module):
                  sde, # an SDE of chapter sde, or any process with `check_t(t, n)` and `marginal(t) -> (m, s)`
                 ):
         super().__init__()
+        if not isinstance(mixture, GaussianMixture):
+            raise ValueError(f"mixture: expected a GaussianMixture, got {type(mixture).__name__}")
+        continuous = all(callable(getattr(sde, f, None)) for f in ('check_t', 'marginal'))
+        if isinstance(sde, NoiseSchedule) or not continuous:
+            hint = '; for a discrete chain use OracleEps' if isinstance(sde, NoiseSchedule) else ''
+            raise ValueError(f"sde: expected a continuous-time process with check_t(t, n) and marginal(t) "
+                             f"(an SDE of chapter sde), got {type(sde).__name__}{hint}")
         self.mixture, self.sde = mixture, sde
 
     def forward(self, x: torch.Tensor, t, y=None) -> torch.Tensor:
